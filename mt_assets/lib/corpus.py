@@ -1,0 +1,219 @@
+"""Reading parallel corpora from the Hugging Face Hub and from local files, as a stream of rows.
+
+Every reader yields `RawPair`s (a 1-based row number, source text, target text) without loading
+the whole corpus, and raises `CorpusError` naming the file, line or setting at fault.
+
+Supported local formats:
+- ``tsv``: a header line, then tab-separated rows; the source and target columns are named.
+- ``parquet``: a Parquet file with named source and target columns.
+- ``moses``: a line-aligned pair ``<prefix>.<src>`` + ``<prefix>.<tgt>`` (each optionally ``.gz``).
+- ``tatoeba``: Tatoeba's 4-column export ``<lang3> <lang3> <text> <text>`` (e.g. ``deu fra ...``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mt_assets.lib.languages import iso639_3
+
+LOCAL_FORMATS = ("tsv", "parquet", "moses", "tatoeba")
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read as configured; the message names the file, line or setting."""
+
+
+@dataclass(frozen=True)
+class RawPair:
+    """One corpus row. Rows a reader passes over carry a `skipped` reason instead of text, so the
+    caller can count them: nothing is dropped silently."""
+
+    row: int
+    source: str
+    target: str
+    skipped: str | None = None
+
+
+def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, text) from a UTF-8 text file (gzip by suffix), streaming.
+
+    Accepts LF, CRLF and lone CR line endings and a leading byte-order mark.
+    """
+    if not path.is_file():
+        raise CorpusError(f"corpus file {path} not found: check the corpus path setting")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        line_no = 0
+        for raw in handle:
+            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
+            # Like Python's universal newlines, a lone CR also ends a line.
+            for piece in raw.split(b"\r"):
+                line_no += 1
+                try:
+                    text = piece.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise CorpusError(
+                        f"{path}, line {line_no}: bytes are not valid UTF-8 (byte {err.start}: "
+                        f"{piece[err.start:err.start + 1]!r}); re-encode the file as UTF-8"
+                    ) from None
+                if line_no == 1:
+                    text = text.removeprefix("\ufeff")
+                yield line_no, text
+
+
+def read_tsv(path: Path, source_column: str, target_column: str) -> Iterator[RawPair]:
+    """A tab-separated file whose first line names the columns."""
+    lines = _open_lines(Path(path))
+    try:
+        _, header_line = next(lines)
+    except StopIteration:
+        raise CorpusError(f"{path} is empty: expected a header line naming the columns") from None
+    header = header_line.split("\t")
+    missing = [c for c in (source_column, target_column) if c not in header]
+    if missing:
+        raise CorpusError(
+            f"{path}: column(s) {missing} not found; the header has {header}. Set the corpus "
+            "source_column/target_column settings to the right names"
+        )
+    src_i, tgt_i = header.index(source_column), header.index(target_column)
+    for line_no, line in lines:
+        if not line.strip():
+            yield RawPair(line_no, "", "", skipped="blank line")
+            continue
+        fields = line.split("\t")
+        if len(fields) != len(header):
+            raise CorpusError(
+                f"{path}, line {line_no}: {len(fields)} tab-separated fields, the header has "
+                f"{len(header)}; a tab inside a sentence or a missing field?"
+            )
+        yield RawPair(line_no, fields[src_i], fields[tgt_i])
+
+
+def read_parquet(path: Path, source_column: str, target_column: str) -> Iterator[RawPair]:
+    """A Parquet file, read in record batches."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"corpus file {path} not found: check the corpus path setting")
+    parquet = pq.ParquetFile(path)
+    columns = parquet.schema_arrow.names
+    missing = [c for c in (source_column, target_column) if c not in columns]
+    if missing:
+        raise CorpusError(
+            f"{path}: column(s) {missing} not found; the file has {columns}. Set the corpus "
+            "source_column/target_column settings to the right names"
+        )
+    row = 0
+    for batch in parquet.iter_batches(columns=[source_column, target_column], batch_size=8192):
+        for source, target in zip(*(batch.column(i).to_pylist() for i in range(2))):
+            row += 1
+            yield RawPair(row, source or "", target or "")
+
+
+def moses_files(prefix: Path, source_lang: str, target_lang: str) -> tuple[Path, Path]:
+    """The two files of a Moses pair, preferring plain text over ``.gz``."""
+    found = []
+    for lang in (source_lang, target_lang):
+        candidates = [Path(f"{prefix}.{lang}"), Path(f"{prefix}.{lang}.gz")]
+        existing = [c for c in candidates if c.is_file()]
+        if not existing:
+            raise CorpusError(
+                f"Moses file for language {lang!r} not found: looked for {candidates[0]} and "
+                f"{candidates[1]}; check the corpus path (a prefix such as .../multi30k/train) "
+                "and the language settings"
+            )
+        found.append(existing[0])
+    return found[0], found[1]
+
+
+def read_moses(prefix: Path, source_lang: str, target_lang: str) -> Iterator[RawPair]:
+    """A line-aligned Moses pair; a length mismatch raises naming both files and line counts."""
+    source_path, target_path = moses_files(Path(prefix), source_lang, target_lang)
+    sentinel = (None, None)
+    for left, right in itertools.zip_longest(
+        _open_lines(source_path), _open_lines(target_path), fillvalue=sentinel
+    ):
+        if left is sentinel or right is sentinel:
+            longer, line_no = (source_path, right[0]) if left is sentinel else (target_path, left[0])
+            shorter = target_path if longer == source_path else source_path
+            raise CorpusError(
+                f"misaligned Moses pair: {longer} has a line {line_no} but {shorter} ends at line "
+                f"{line_no - 1}; the two files must have the same number of lines"
+            )
+        yield RawPair(left[0], left[1], right[1])
+
+
+def read_tatoeba(path: Path, source_lang: str, target_lang: str) -> Iterator[RawPair]:
+    """Tatoeba's ``lang3 lang3 text text`` rows; rows in the reverse direction are swapped.
+
+    Rows of other language pairs are passed over with the reason "other language pair".
+    """
+    want_src, want_tgt = iso639_3(source_lang, "languages.source"), iso639_3(target_lang, "languages.target")
+    for line_no, line in _open_lines(Path(path)):
+        if not line.strip():
+            yield RawPair(line_no, "", "", skipped="blank line")
+            continue
+        fields = line.split("\t")
+        if len(fields) != 4:
+            raise CorpusError(
+                f"{path}, line {line_no}: {len(fields)} tab-separated fields; a Tatoeba file has 4 "
+                "(lang, lang, text, text)"
+            )
+        lang_a, lang_b, text_a, text_b = fields
+        if (lang_a, lang_b) == (want_src, want_tgt):
+            yield RawPair(line_no, text_a, text_b)
+        elif (lang_a, lang_b) == (want_tgt, want_src):
+            yield RawPair(line_no, text_b, text_a)
+        else:
+            yield RawPair(line_no, "", "", skipped="other language pair")
+
+
+def read_local(fmt: str, path: Path, source_lang: str, target_lang: str,
+               source_column: str | None = None, target_column: str | None = None) -> Iterator[RawPair]:
+    """Dispatch on a local format name; column names default to the language codes."""
+    if fmt not in LOCAL_FORMATS:
+        raise CorpusError(f"unknown corpus format {fmt!r} in setting corpus.format; use one of {LOCAL_FORMATS}")
+    if fmt == "tsv":
+        return read_tsv(path, source_column or source_lang, target_column or target_lang)
+    if fmt == "parquet":
+        return read_parquet(path, source_column or source_lang, target_column or target_lang)
+    if fmt == "moses":
+        return read_moses(path, source_lang, target_lang)
+    return read_tatoeba(path, source_lang, target_lang)
+
+
+def read_hf_dataset(name: str, config: str | None, split: str, source_lang: str, target_lang: str,
+                    revision: str | None = None, field: str = "translation",
+                    streaming: bool = False) -> Iterator[RawPair]:
+    """A Hugging Face dataset (a Hub id such as ``Helsinki-NLP/opus-100`` or a local folder).
+
+    Rows hold a ``translation`` mapping from language code to text, as in OPUS-100.
+    """
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, config, split=split, revision=revision, streaming=streaming)
+    except ValueError as err:
+        raise CorpusError(
+            f"Hugging Face dataset {name!r} (config {config!r}, split {split!r}) could not be "
+            f"loaded: {err}. Check the corpus dataset/config/split settings"
+        ) from err
+    for row_no, row in enumerate(dataset, start=1):
+        if field not in row:
+            raise CorpusError(
+                f"dataset {name!r} row {row_no} has no field {field!r} (fields: {sorted(row)}); "
+                "set the corpus translation field setting"
+            )
+        mapping = row[field]
+        missing = [lang for lang in (source_lang, target_lang) if lang not in mapping]
+        if missing:
+            raise CorpusError(
+                f"dataset {name!r} config {config!r} has languages {sorted(mapping)}, not "
+                f"{missing}; check the languages settings or the dataset config"
+            )
+        yield RawPair(row_no, mapping[source_lang] or "", mapping[target_lang] or "")

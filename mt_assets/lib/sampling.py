@@ -1,0 +1,104 @@
+"""Cleaning, de-duplication, seeded sampling and the seeded train/test split.
+
+Everything a step removes is counted in its report; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from mt_assets.lib.corpus import CorpusError, RawPair
+from mt_assets.lib.pairs import make_pairs, normalize_text, pair_id
+
+_ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
+
+
+def clean_text(text: str, counts: Counter) -> str:
+    """Remove NUL bytes, decode HTML entities (OPUS has many: ``&quot;``), fold whitespace."""
+    if "\x00" in text:
+        counts["nul_bytes_removed"] += 1
+        text = text.replace("\x00", "")
+    if _ENTITY.search(text):
+        counts["html_entities_decoded"] += 1
+        text = html.unescape(text)
+    return normalize_text(text)
+
+
+def sample_pairs(rows: Iterable[RawPair], size: int, seed: int, source_lang: str, target_lang: str,
+                 origin: str, exclude_ids: frozenset[str] = frozenset()) -> tuple[pd.DataFrame, dict]:
+    """A seeded uniform sample of `size` distinct, clean pairs, streamed in one pass.
+
+    Rows are cleaned, then dropped (and counted) when blank on either side, identical on both
+    sides, a repeat of an earlier pair, or a repeat of an earlier source sentence (so no test
+    source can reappear in training with another translation). Reservoir sampling keeps memory
+    at `size` rows plus one hash per distinct source. The result is in corpus order.
+    """
+    if size < 1:
+        raise CorpusError(f"sample size must be at least 1, got {size} (setting sample.size)")
+    rng = random.Random(seed)
+    counts: Counter = Counter()
+    seen_sources: set[int] = set()
+    reservoir: list[tuple[int, str, str]] = []
+    usable = 0
+    for raw in rows:
+        counts["rows_read"] += 1
+        if raw.skipped:
+            counts[f"skipped: {raw.skipped}"] += 1
+            continue
+        source, target = clean_text(raw.source, counts), clean_text(raw.target, counts)
+        if not source or not target:
+            counts["dropped: blank text"] += 1
+            continue
+        if source == target:
+            counts["dropped: source identical to target"] += 1
+            continue
+        if exclude_ids and pair_id(source, target) in exclude_ids:
+            counts["dropped: excluded pair"] += 1
+            continue
+        key = int.from_bytes(hashlib.blake2b(source.casefold().encode(), digest_size=8).digest())
+        if key in seen_sources:
+            counts["dropped: repeated source sentence"] += 1
+            continue
+        seen_sources.add(key)
+        usable += 1
+        if len(reservoir) < size:
+            reservoir.append((raw.row, source, target))
+        else:
+            slot = rng.randrange(usable)
+            if slot < size:
+                reservoir[slot] = (raw.row, source, target)
+    counts["usable_pairs"] = usable
+    if usable < size:
+        raise CorpusError(
+            f"{origin} has only {usable} usable pairs after cleaning ({_describe(counts)}), but the "
+            f"sample size is {size}: lower setting sample.size or use a larger corpus"
+        )
+    reservoir.sort()
+    frame = make_pairs([r[1] for r in reservoir], [r[2] for r in reservoir], source_lang, target_lang,
+                       origin, corpus_row=[r[0] for r in reservoir])
+    return frame, dict(counts)
+
+
+def _describe(counts: Counter) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+
+
+def split_train_test(sample: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded split; the test share is rounded and each side keeps at least one pair."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test fraction must be between 0 and 1, got {test_fraction} (setting sample.test_fraction)")
+    if len(sample) < 2:
+        raise ValueError(f"cannot split {len(sample)} pair(s) into train and test; raise setting sample.size")
+    order = np.random.default_rng(seed).permutation(len(sample))
+    n_test = min(max(1, round(len(sample) * test_fraction)), len(sample) - 1)
+    test = sample.iloc[np.sort(order[:n_test])].reset_index(drop=True)
+    train = sample.iloc[np.sort(order[n_test:])].reset_index(drop=True)
+    return train, test
