@@ -139,7 +139,7 @@ def read_moses(prefix: Path, source_lang: str, target_lang: str) -> Iterator[Raw
         _open_lines(source_path), _open_lines(target_path), fillvalue=sentinel
     ):
         if left is sentinel or right is sentinel:
-            longer, line_no = (source_path, right[0]) if left is sentinel else (target_path, left[0])
+            longer, line_no = (target_path, right[0]) if left is sentinel else (source_path, left[0])
             shorter = target_path if longer == source_path else source_path
             raise CorpusError(
                 f"misaligned Moses pair: {longer} has a line {line_no} but {shorter} ends at line "

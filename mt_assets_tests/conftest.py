@@ -1,0 +1,42 @@
+"""Shared fixtures: the shared corpora folder, temporary data lakes and Dagster instances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mt_assets.defs.io_manager import DataLakeIOManager
+from mt_assets.defs.profiles import shared_data_dir
+from mt_assets.defs.resources import Experiment
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (or $MT_ASSETS_SHARED_DATA); tests that need it skip when it is absent."""
+    folder = shared_data_dir()
+    if not (folder / "multi30k").is_dir():
+        pytest.skip(f"shared corpora not found at {folder}: set MT_ASSETS_SHARED_DATA to the folder "
+                    "holding multi30k/ and tatoeba-deu-fra/")
+    return folder
+
+
+@pytest.fixture
+def instance() -> dg.DagsterInstance:
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Path:
+    path = tmp_path / "lake"
+    path.mkdir()
+    return path
+
+
+def data_resources(lake: Path, corpus, **experiment) -> dict:
+    """Resources for the data assets: a data lake in `lake`, a corpus, experiment settings."""
+    settings = {"sample_size": 40, "seed": 7, "test_fraction": 0.25, **experiment}
+    return {"io_manager": DataLakeIOManager(base_path=str(lake)), "experiment": Experiment(**settings),
+            "corpus": corpus}
