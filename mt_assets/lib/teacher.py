@@ -1,0 +1,504 @@
+"""Teachers: what writes synthetic sentence pairs. Plain classes, no Dagster.
+
+Two kinds:
+
+* chat teachers answer a prompt (``synth_prompt.build_messages``) with text, through one
+  protocol, ``ChatTeacher``: ``request(messages, *, seed, n) -> str``. ``OpenAITeacher`` talks to
+  any OpenAI-compatible chat-completions endpoint (vLLM, TGI, Ollama, HF Inference Providers,
+  OpenAI); ``TransformersTeacher`` runs a model in-process. Their replies are cached per request
+  by ``synth.generate_synthetic``.
+* ``OracleTeacher`` serves real pairs from a held-out pool, disjoint from train_A and test_A: the
+  offline default and the perfect-teacher control. Its rows' origin says ``synthetic:oracle:...``.
+
+Secrets: the API key is read from a named environment variable at call time and never written
+into an exception, a log record or a repr (the server's error text is left out of 401/403
+errors, because providers echo the key they were sent).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import math
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import pandas as pd
+
+from mt_assets.lib.pairs import PAIR_COLUMNS, normalize_text
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEACHER_MODEL = "Qwen/Qwen2.5-32B-Instruct"
+DEFAULT_API_KEY_ENV = "MT_TEACHER_API_KEY"
+NO_AUTH_KEY = "no-key"
+"""Sent as the API key when ``api_key_env`` is None (local servers without authentication)."""
+
+Messages = Sequence[Mapping[str, str]]
+
+
+class TeacherError(RuntimeError):
+    """A teacher could not answer. The message names the setting at fault and what to do."""
+
+
+class TeacherConfigError(TeacherError):
+    """A setting is wrong (missing key, rejected key, unknown model, invalid request): not retried."""
+
+
+class TeacherUnavailableError(TeacherError):
+    """The teacher kept failing (timeouts, refused connections, 429/5xx) after every retry."""
+
+
+@runtime_checkable
+class ChatTeacher(Protocol):
+    """What ``synth.generate_synthetic`` needs from a chat teacher."""
+
+    backend: str
+    """Back-end name for the cache key and the origin column: ``openai``, ``transformers``."""
+    model: str
+    max_concurrency: int
+
+    def cache_identity(self) -> dict:
+        """Settings that change the reply besides messages and seed (back end, model, sampling)."""
+
+    def request(self, messages: Messages, *, seed: int, n: int) -> str:
+        """The reply text for one prompt asking for ``n`` pairs, sampled with ``seed``."""
+
+
+# --- retries -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff and jitter; Retry-After is honoured.
+
+    Attempt k (1-based) that fails retryably waits ``min(backoff_max_s, backoff_base_s * 2**(k-1))``
+    scaled by a random factor in [0.5, 1], unless the server sent Retry-After (seconds or an HTTP
+    date, or ``retry-after-ms``): then that long plus up to 10 %. A Retry-After over
+    ``max_retry_after_s`` fails at once rather than stall the run.
+    """
+
+    max_attempts: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 30.0
+    max_retry_after_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"retry.max_attempts={self.max_attempts} must be at least 1")
+        if self.backoff_base_s < 0 or self.backoff_max_s < 0:
+            raise ValueError("retry.backoff_base_s and retry.backoff_max_s must be >= 0")
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+        return delay * (0.5 + 0.5 * rng.random())
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or HTTP-date)."""
+    if not headers:
+        return None
+    lower = {k.lower(): v for k, v in headers.items()}
+    millis = lower.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = lower.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _scrub(text: str, secret: str | None, limit: int = 300) -> str:
+    if secret:
+        text = text.replace(secret, "***")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class _InvalidResponse(Exception):
+    """A 200 whose body is not a chat completion (a proxy's HTML page, a cut-off body)."""
+
+
+# --- OpenAI-compatible endpoint --------------------------------------------------------------
+
+@dataclass
+class OpenAITeacher:
+    """Any OpenAI-compatible chat-completions endpoint, through the official ``openai`` client.
+
+    ``base_url`` is the API root, e.g. ``http://localhost:8000/v1`` (vLLM),
+    ``https://router.huggingface.co/v1`` (HF Inference Providers). The key comes from the
+    environment variable named by ``api_key_env`` (None: a server without authentication).
+    ``max_tokens=None`` allows ``tokens_base + tokens_per_pair * n`` tokens for n pairs.
+    The client's own retries are off; ``retry`` governs them, shared across threads: a 429 pauses
+    every thread of this teacher for the Retry-After (or backoff) delay.
+    """
+
+    base_url: str
+    model: str = DEFAULT_TEACHER_MODEL
+    api_key_env: str | None = DEFAULT_API_KEY_ENV
+    max_concurrency: int = 4
+    timeout_s: float = 120.0
+    temperature: float = 0.7
+    top_p: float | None = None
+    max_tokens: int | None = None
+    tokens_base: int = 256
+    tokens_per_pair: int = 128
+    json_schema: bool = False
+    """Send ``response_format`` with ``synth_prompt.REPLY_SCHEMA`` (vLLM, OpenAI support it)."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+
+    backend: ClassVar[str] = "openai"
+
+    _client: Any = field(default=None, init=False, repr=False, compare=False)
+    _client_key_digest: str | None = field(default=None, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    _not_before: float = field(default=0.0, init=False, repr=False, compare=False)
+    _rng: random.Random = field(default_factory=random.Random, init=False, repr=False, compare=False)
+    stats: Counter = field(default_factory=Counter, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
+            raise TeacherConfigError(
+                f"teacher base_url {self.base_url!r} must be an http(s) URL of the API root, e.g. "
+                "http://localhost:8000/v1"
+            )
+        if not self.model:
+            raise TeacherConfigError("teacher model is empty: set it, e.g. Qwen/Qwen2.5-32B-Instruct")
+        if self.max_concurrency < 1:
+            raise TeacherConfigError(f"teacher max_concurrency={self.max_concurrency} must be at least 1")
+        if self.timeout_s <= 0:
+            raise TeacherConfigError(f"teacher timeout_s={self.timeout_s} must be positive")
+
+    # settings
+    def cache_identity(self) -> dict:
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "tokens_base": self.tokens_base,
+            "tokens_per_pair": self.tokens_per_pair,
+            "json_schema": self.json_schema,
+        }
+
+    def max_tokens_for(self, n: int) -> int:
+        return self.max_tokens if self.max_tokens is not None else self.tokens_base + self.tokens_per_pair * n
+
+    def _api_key(self) -> str:
+        if self.api_key_env is None:
+            return NO_AUTH_KEY
+        key = os.environ.get(self.api_key_env, "")
+        if not key.strip():
+            raise TeacherConfigError(
+                f"environment variable {self.api_key_env} is not set (setting api_key_env): export it "
+                f"with the API key for the teacher at {self.base_url}, or set api_key_env to None "
+                "for a server without authentication"
+            )
+        return key.strip()
+
+    def _get_client(self, key: str):
+        import openai
+
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        with self._lock:
+            if self._client is None or self._client_key_digest != digest:
+                self._client = openai.OpenAI(
+                    base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=0
+                )
+                self._client_key_digest = digest
+            return self._client
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self.stats[name] += 1
+
+    def _wait_turn(self) -> None:
+        while True:
+            with self._lock:
+                wait = self._not_before - time.monotonic()
+            if wait <= 0:
+                return
+            self.sleep(wait)
+
+    def _pause_all(self, seconds: float) -> None:
+        with self._lock:
+            self._not_before = max(self._not_before, time.monotonic() + seconds)
+
+    def request(self, messages: Messages, *, seed: int, n: int) -> str:
+        """Send one chat completion, retrying per ``retry``; the reply's text."""
+        import openai
+
+        key = self._api_key()
+        client = self._get_client(key)
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [dict(m) for m in messages],
+            "seed": seed,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens_for(n),
+        }
+        if self.top_p is not None:
+            kwargs["top_p"] = self.top_p
+        if self.json_schema:
+            from mt_assets.lib.synth_prompt import REPLY_SCHEMA
+
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "sentence_pairs", "schema": REPLY_SCHEMA, "strict": True},
+            }
+        where = f"teacher {self.model!r} at {self.base_url}"
+        last = "no attempt made"
+        for attempt in range(1, self.retry.max_attempts + 1):
+            self._wait_turn()
+            self._count("attempts")
+            try:
+                response = client.chat.completions.create(**kwargs)
+                return self._content(response)
+            except openai.APIStatusError as err:
+                outcome = self._classify_status(err, key, where)
+            except openai.APITimeoutError:
+                outcome = ("retry", "timeouts", f"no answer within timeout_s={self.timeout_s:g}", None)
+            except openai.APIConnectionError as err:
+                cause = type(err.__cause__).__name__ if err.__cause__ is not None else "unknown cause"
+                outcome = ("retry", "connection_errors", f"connection failed ({cause})", None)
+            except (_InvalidResponse, ValueError, openai.APIResponseValidationError) as err:
+                outcome = ("retry", "invalid_responses", f"invalid response body ({type(err).__name__})", None)
+            # Decide outside the except block, so no raised error carries the client's exception
+            # (whose text and request may hold the key) as its context.
+            verdict, counter, detail, retry_after = outcome
+            self._count(counter)
+            if verdict == "fatal":
+                raise detail
+            last = detail
+            if attempt == self.retry.max_attempts:
+                break
+            if retry_after is not None and retry_after > self.retry.max_retry_after_s:
+                raise TeacherUnavailableError(
+                    f"{where} asked to wait {retry_after:.0f} s before retrying ({last}, Retry-After), "
+                    f"more than retry.max_retry_after_s={self.retry.max_retry_after_s:g}; try again "
+                    "later or raise that setting. Answered requests are cached: running again resumes"
+                )
+            self._count("retries")
+            if retry_after is not None:
+                delay = retry_after * (1 + 0.1 * self._rng.random())
+            else:
+                delay = self.retry.backoff(attempt, self._rng)
+            log.warning("%s: attempt %d/%d failed (%s); retrying in %.2f s",
+                        where, attempt, self.retry.max_attempts, last, delay)
+            if counter == "rate_limited":
+                self._pause_all(delay)  # every thread of this teacher holds off, not just this one
+            else:
+                self.sleep(delay)
+        raise TeacherUnavailableError(
+            f"{where} failed {self.retry.max_attempts} attempts (last: {last}). Check that the server "
+            f"is up and setting base_url; raise timeout_s or retry.max_attempts for a slow or busy "
+            "server. Requests already answered are cached: running again resumes"
+        )
+
+    def _classify_status(self, err, key: str, where: str) -> tuple:
+        """(verdict, stats counter, detail or error, retry_after) for an HTTP error status."""
+        status = err.status_code
+        message = _scrub(str(getattr(err, "message", "")), key)
+        if status in (401, 403):
+            env = self.api_key_env
+            return ("fatal", f"http_{status}", TeacherConfigError(
+                f"{where} refused the request as unauthorised (HTTP {status}) with the API key from "
+                f"environment variable {env}. Set {env} to a valid key for this endpoint with access "
+                "to the model"
+                if env else
+                f"{where} requires an API key (HTTP {status}) but setting api_key_env is None: set "
+                "api_key_env to the name of an environment variable holding the key"
+            ), None)
+        if status == 404:
+            return ("fatal", "http_404", TeacherConfigError(
+                f"{where} answered HTTP 404 ({message}): check setting base_url (the API root, "
+                "usually ending in /v1) and setting model"
+            ), None)
+        if status in (408, 409, 429) or status >= 500:
+            counter = "rate_limited" if status == 429 else f"http_{status}"
+            return ("retry", counter, f"HTTP {status}: {message}", parse_retry_after(err.response.headers))
+        return ("fatal", f"http_{status}", TeacherConfigError(
+            f"{where} rejected the request with HTTP {status} ({message}): check settings model, "
+            "max_tokens, temperature and json_schema for this server"
+        ), None)
+
+    def _content(self, response: Any) -> str:
+        if isinstance(response, (str, bytes)):
+            raise _InvalidResponse("body is not a JSON object")
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise _InvalidResponse("no choices")
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        content = getattr(message, "content", None) if message is not None else None
+        if getattr(choice, "finish_reason", None) == "length":
+            self._count("truncated_replies")
+            log.warning("teacher %r: a reply was cut off at the token limit (finish_reason=length); "
+                        "raise setting max_tokens or tokens_per_pair", self.model)
+        if content is None:
+            self._count("empty_replies")
+            return ""
+        if not isinstance(content, str):
+            raise _InvalidResponse("content is not text")
+        return content
+
+
+# --- in-process transformers model -----------------------------------------------------------
+
+class TransformersTeacher:
+    """A causal LM run in-process: pass a loaded ``model`` and ``tokenizer``, or a ``loader``
+    returning ``(model, tokenizer)`` (the base model's loader), called on the first request.
+
+    The prompt is the tokenizer's chat template when it has one, else a plain
+    "System: ... / User: ... / Assistant:" transcript. ``seed`` seeds torch before sampling.
+    ``model_name`` (required with a loader, so cached requests need no model load) names the
+    model in the cache key and the origin column.
+    """
+
+    backend = "transformers"
+    max_concurrency = 1
+
+    def __init__(self, model=None, tokenizer=None, *, loader: Callable[[], tuple[Any, Any]] | None = None,
+                 model_name: str | None = None, max_new_tokens: int | None = None,
+                 tokens_per_pair: int = 96, tokens_base: int = 64, temperature: float = 0.7,
+                 top_p: float = 0.95, do_sample: bool = True):
+        if (model is None) != (tokenizer is None):
+            raise TeacherConfigError("TransformersTeacher needs both model and tokenizer (or a loader)")
+        if model is None and loader is None:
+            raise TeacherConfigError("TransformersTeacher needs a model and tokenizer, or a loader")
+        if model is None and not model_name:
+            raise TeacherConfigError("TransformersTeacher with a loader needs model_name (the cache key)")
+        self._model, self._tokenizer, self._loader = model, tokenizer, loader
+        self.model = model_name or getattr(model, "name_or_path", None) or type(model).__name__
+        self.max_new_tokens = max_new_tokens
+        self.tokens_per_pair, self.tokens_base = tokens_per_pair, tokens_base
+        self.temperature, self.top_p, self.do_sample = temperature, top_p, do_sample
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"TransformersTeacher(model={self.model!r}, loaded={self._model is not None})"
+
+    def cache_identity(self) -> dict:
+        return {
+            "backend": self.backend, "model": self.model, "max_new_tokens": self.max_new_tokens,
+            "tokens_per_pair": self.tokens_per_pair, "tokens_base": self.tokens_base,
+            "temperature": self.temperature, "top_p": self.top_p, "do_sample": self.do_sample,
+        }
+
+    def _loaded(self):
+        if self._model is None:
+            self._model, self._tokenizer = self._loader()
+        return self._model, self._tokenizer
+
+    @staticmethod
+    def render_prompt(tokenizer, messages: Messages) -> tuple[str, bool]:
+        """The prompt text and whether it came from the chat template (which adds its own BOS)."""
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False,
+                                                 add_generation_prompt=True)
+            return text, True
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n\n".join(lines) + "\n\nAssistant:", False
+
+    def request(self, messages: Messages, *, seed: int, n: int) -> str:
+        import torch
+
+        with self._lock:
+            model, tokenizer = self._loaded()
+            prompt, templated = self.render_prompt(tokenizer, messages)
+            inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not templated)
+            device = getattr(model, "device", None)
+            if device is not None:
+                inputs = {k: v.to(device) for k, v in inputs.items()}
+            torch.manual_seed(seed)
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            generate_kwargs = {
+                "max_new_tokens": self.max_new_tokens or self.tokens_base + self.tokens_per_pair * n,
+                "do_sample": self.do_sample, "pad_token_id": pad,
+            }
+            if self.do_sample:
+                generate_kwargs.update(temperature=self.temperature, top_p=self.top_p)
+            with torch.no_grad():
+                output = model.generate(**inputs, **generate_kwargs)
+            new_tokens = output[0, inputs["input_ids"].shape[1]:]
+            return tokenizer.decode(new_tokens, skip_special_tokens=True)
+
+
+# --- oracle: real pairs from a held-out pool ---------------------------------------------------
+
+ORACLE_TOPIC = "unspecified"
+
+
+class OracleTeacher:
+    """Serves real pairs from ``pool`` that are disjoint from ``train`` and ``test``.
+
+    Removed from the pool (and counted in ``excluded``): pairs whose id is in train or test, and
+    pairs whose source or target (normalised, case-folded) occurs on either side of train or
+    test. ``pairs(seed)`` is the rest in a seeded random order, with a ``topic`` column (the pool's,
+    else "unspecified") and origin ``synthetic:oracle:<pool origin>``. This is the
+    perfect-teacher upper bound: real human translations, labelled as such.
+    """
+
+    backend = "oracle"
+
+    def __init__(self, pool: pd.DataFrame, *, train: pd.DataFrame, test: pd.DataFrame):
+        missing = [c for c in PAIR_COLUMNS if c not in pool.columns]
+        if missing:
+            raise ValueError(f"oracle pool lacks column(s) {missing}; it must be a pair table (lib.pairs)")
+        if pool.empty:
+            raise ValueError("oracle pool is empty: point the oracle at a held-out corpus with pairs")
+        langs = {(s, t) for s, t in zip(pool["source_lang"], pool["target_lang"])}
+        wanted = {(s, t) for s, t in zip(train["source_lang"], train["target_lang"])}
+        if len(wanted) == 1 and langs != wanted:
+            raise ValueError(f"oracle pool languages {sorted(langs)} differ from train_A's {sorted(wanted)}")
+        taken_ids = set(train["pair_id"]) | set(test["pair_id"])
+        taken_texts: set[str] = set()
+        for frame in (train, test):
+            for column in ("source", "target"):
+                taken_texts.update(normalize_text(x).casefold() for x in frame[column])
+        by_id = pool["pair_id"].isin(taken_ids)
+        by_text = ~by_id & (
+            pool["source"].map(lambda x: normalize_text(x).casefold() in taken_texts)
+            | pool["target"].map(lambda x: normalize_text(x).casefold() in taken_texts)
+        )
+        self.excluded = {"pool_rows": len(pool), "excluded_pair_in_train_or_test": int(by_id.sum()),
+                         "excluded_text_in_train_or_test": int(by_text.sum())}
+        eligible = pool[~by_id & ~by_text].reset_index(drop=True)
+        self.excluded["eligible"] = len(eligible)
+        self._eligible = eligible
+        origins = sorted(set(eligible["origin"])) or sorted(set(pool["origin"]))
+        self.model = "+".join(origins)
+
+    def __repr__(self) -> str:
+        return f"OracleTeacher(pool={self.model!r}, eligible={len(self._eligible)})"
+
+    def pairs(self, seed: int) -> pd.DataFrame:
+        """Every eligible pool pair in a seeded order, as a pair table with ``topic``."""
+        frame = self._eligible.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+        topic = frame["topic"] if "topic" in frame.columns else ORACLE_TOPIC
+        out = frame[PAIR_COLUMNS].copy()
+        out["origin"] = "synthetic:oracle:" + frame["origin"].astype(str)
+        out["topic"] = topic
+        return out
