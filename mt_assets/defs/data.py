@@ -47,7 +47,7 @@ def train_test_split(context: dg.AssetExecutionContext, experiment: Experiment, 
     yield dg.Output(test, output_name="test_A", metadata={"preview": preview(test)})
 
 
-def _result(finding: validators.Finding, passed: bool | None = None, severity=dg.AssetCheckSeverity.ERROR,
+def check_result(finding: validators.Finding, passed: bool | None = None, severity=dg.AssetCheckSeverity.ERROR,
             **metadata) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=finding.ok if passed is None else passed,
@@ -63,24 +63,24 @@ def table_checks(asset_key: str) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(asset=asset_key, name="no_blank_text",
                     description="No pair has an empty or whitespace-only source or target.")
     def no_blank_text(table: pd.DataFrame) -> dg.AssetCheckResult:
-        return _result(validators.blank_text(table))
+        return check_result(validators.blank_text(table))
 
     @dg.asset_check(asset=asset_key, name="no_duplicate_pairs",
                     description="No pair repeats another pair's source and target.")
     def no_duplicate_pairs(table: pd.DataFrame) -> dg.AssetCheckResult:
-        return _result(validators.duplicate_pairs(table))
+        return check_result(validators.duplicate_pairs(table))
 
     @dg.asset_check(asset=asset_key, name="source_differs_from_target",
                     description="No pair's target is a copy of its source.")
     def source_differs_from_target(table: pd.DataFrame) -> dg.AssetCheckResult:
-        return _result(validators.source_equals_target(table))
+        return check_result(validators.source_equals_target(table))
 
     return [no_blank_text, no_duplicate_pairs, source_differs_from_target]
 
 
 @dg.asset_check(asset="opus_sample", description="The sample has the configured number of pairs.")
 def sample_size_reached(opus_sample: pd.DataFrame, experiment: Experiment) -> dg.AssetCheckResult:
-    return _result(validators.size_shortfall(opus_sample, experiment.sample_size),
+    return check_result(validators.size_shortfall(opus_sample, experiment.sample_size),
                    expected=experiment.sample_size, actual=len(opus_sample))
 
 
@@ -88,7 +88,7 @@ def sample_size_reached(opus_sample: pd.DataFrame, experiment: Experiment) -> dg
                 description="No test_A pair, and no test_A source sentence, occurs in train_A. "
                 "Blocking: a leak would make every score meaningless.")
 def no_test_pair_in_train(test_A: pd.DataFrame, train_A: pd.DataFrame) -> dg.AssetCheckResult:
-    return _result(validators.overlap(train_A, test_A))
+    return check_result(validators.overlap(train_A, test_A))
 
 
 data_assets = [opus_sample, train_test_split]

@@ -12,8 +12,22 @@ from typing import Any
 
 import yaml
 
+from mt_assets.defs.evaluation import Evaluation
 from mt_assets.defs.io_manager import DataLakeIOManager
-from mt_assets.defs.resources import CorpusSource, Experiment, HuggingFaceCorpus, LocalCorpus
+from mt_assets.defs.models import HubBaseModel, TinyBaseModel
+from mt_assets.defs.resources import Experiment, HuggingFaceCorpus, LocalCorpus
+from mt_assets.defs.synthetic import OpenAICompatibleTeacher, OracleTeacherCorpus, Synthesis, TransformersTeacherModel
+from mt_assets.defs.training import Training
+
+BACKENDS = {
+    "corpus": ({"huggingface": HuggingFaceCorpus, "local": LocalCorpus}, "huggingface"),
+    "base_model": ({"hub": HubBaseModel, "tiny": TinyBaseModel}, "hub"),
+    "teacher": ({"openai": OpenAICompatibleTeacher, "transformers": TransformersTeacherModel,
+                 "oracle": OracleTeacherCorpus}, "openai"),
+}
+"""Sections whose `type` picks one of several resource classes, and the default type."""
+SETTINGS = {"experiment": Experiment, "synthesis": Synthesis, "training": Training, "evaluation": Evaluation}
+"""Sections that configure one resource class."""
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
@@ -85,19 +99,22 @@ def _build(cls, profile: dict, key: str, settings: dict):
         raise ProfileError(f"{profile['file']}: invalid settings in {key!r}: {err}") from err
 
 
-def corpus_resource(profile: dict) -> CorpusSource:
-    settings = _section(profile, "corpus")
-    kind = settings.pop("type", "huggingface")
-    classes = {"huggingface": HuggingFaceCorpus, "local": LocalCorpus}
+def _backend(profile: dict, key: str):
+    settings = _section(profile, key)
+    classes, default = BACKENDS[key]
+    kind = settings.pop("type", default)
     if kind not in classes:
-        raise ProfileError(f"{profile['file']}: corpus.type {kind!r} is not one of {sorted(classes)}")
-    return _build(classes[kind], profile, "corpus", settings)
+        raise ProfileError(f"{profile['file']}: {key}.type {kind!r} is not one of {sorted(classes)}")
+    return _build(classes[kind], profile, key, settings)
 
 
 def build_resources(profile: dict) -> dict[str, Any]:
     """The resources for a loaded profile, keyed as the assets' parameters name them."""
-    return {
-        "io_manager": DataLakeIOManager(base_path=str(profile.get("data_lake", "data_lake"))),
-        "experiment": _build(Experiment, profile, "experiment", _section(profile, "experiment")),
-        "corpus": corpus_resource(profile),
-    }
+    unknown = set(profile) - {"name", "file", "data_lake", *BACKENDS, *SETTINGS}
+    if unknown:
+        raise ProfileError(f"{profile['file']}: unknown setting(s) {sorted(unknown)}; known: "
+                           f"{sorted({'data_lake', *BACKENDS, *SETTINGS})}")
+    resources: dict[str, Any] = {"io_manager": DataLakeIOManager(base_path=str(profile.get("data_lake", "data_lake")))}
+    resources.update({key: _backend(profile, key) for key in BACKENDS})
+    resources.update({key: _build(cls, profile, key, _section(profile, key)) for key, cls in SETTINGS.items()})
+    return resources

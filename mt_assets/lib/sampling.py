@@ -10,7 +10,7 @@ import html
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -32,22 +32,15 @@ def clean_text(text: str, counts: Counter) -> str:
     return normalize_text(text)
 
 
-def sample_pairs(rows: Iterable[RawPair], size: int, seed: int, source_lang: str, target_lang: str,
-                 origin: str, exclude_ids: frozenset[str] = frozenset()) -> tuple[pd.DataFrame, dict]:
-    """A seeded uniform sample of `size` distinct, clean pairs, streamed in one pass.
+def clean_rows(rows: Iterable[RawPair], counts: Counter,
+               exclude_ids: frozenset[str] = frozenset()) -> Iterator[tuple[int, str, str]]:
+    """Clean rows and yield ``(row, source, target)`` for the usable ones, counting the rest.
 
-    Rows are cleaned, then dropped (and counted) when blank on either side, identical on both
-    sides, a repeat of an earlier pair, or a repeat of an earlier source sentence (so no test
-    source can reappear in training with another translation). Reservoir sampling keeps memory
-    at `size` rows plus one hash per distinct source. The result is in corpus order.
+    Dropped (and counted): rows a reader skipped, pairs blank on either side, pairs whose source
+    equals their target, excluded pair ids, and repeats of an earlier source sentence (so no test
+    source can reappear in training with another translation).
     """
-    if size < 1:
-        raise CorpusError(f"sample size must be at least 1, got {size} (setting sample.size)")
-    rng = random.Random(seed)
-    counts: Counter = Counter()
     seen_sources: set[int] = set()
-    reservoir: list[tuple[int, str, str]] = []
-    usable = 0
     for raw in rows:
         counts["rows_read"] += 1
         if raw.skipped:
@@ -68,23 +61,49 @@ def sample_pairs(rows: Iterable[RawPair], size: int, seed: int, source_lang: str
             counts["dropped: repeated source sentence"] += 1
             continue
         seen_sources.add(key)
-        usable += 1
+        counts["usable_pairs"] += 1
+        yield raw.row, source, target
+
+
+def all_pairs(rows: Iterable[RawPair], source_lang: str, target_lang: str, origin: str) -> tuple[pd.DataFrame, dict]:
+    """Every usable pair of a corpus, cleaned like a sample, in corpus order."""
+    counts: Counter = Counter()
+    kept = list(clean_rows(rows, counts))
+    return _table(kept, source_lang, target_lang, origin), dict(counts)
+
+
+def sample_pairs(rows: Iterable[RawPair], size: int, seed: int, source_lang: str, target_lang: str,
+                 origin: str, exclude_ids: frozenset[str] = frozenset()) -> tuple[pd.DataFrame, dict]:
+    """A seeded uniform sample of `size` distinct, clean pairs (see `clean_rows`), in one pass.
+
+    Reservoir sampling keeps memory at `size` rows plus one hash per distinct source, so a corpus
+    of any length streams through. The result is in corpus order.
+    """
+    if size < 1:
+        raise CorpusError(f"sample size must be at least 1, got {size} (setting sample.size)")
+    rng = random.Random(seed)
+    counts: Counter = Counter()
+    reservoir: list[tuple[int, str, str]] = []
+    for usable, row in enumerate(clean_rows(rows, counts, exclude_ids), start=1):
         if len(reservoir) < size:
-            reservoir.append((raw.row, source, target))
+            reservoir.append(row)
         else:
             slot = rng.randrange(usable)
             if slot < size:
-                reservoir[slot] = (raw.row, source, target)
-    counts["usable_pairs"] = usable
-    if usable < size:
+                reservoir[slot] = row
+    counts.setdefault("usable_pairs", 0)
+    if counts["usable_pairs"] < size:
         raise CorpusError(
-            f"{origin} has only {usable} usable pairs after cleaning ({_describe(counts)}), but the "
-            f"sample size is {size}: lower setting sample.size or use a larger corpus"
+            f"{origin} has only {counts['usable_pairs']} usable pairs after cleaning ({_describe(counts)}), but "
+            f"the sample size is {size}: lower setting sample.size or use a larger corpus"
         )
     reservoir.sort()
-    frame = make_pairs([r[1] for r in reservoir], [r[2] for r in reservoir], source_lang, target_lang,
-                       origin, corpus_row=[r[0] for r in reservoir])
-    return frame, dict(counts)
+    return _table(reservoir, source_lang, target_lang, origin), dict(counts)
+
+
+def _table(rows: list[tuple[int, str, str]], source_lang: str, target_lang: str, origin: str) -> pd.DataFrame:
+    return make_pairs([r[1] for r in rows], [r[2] for r in rows], source_lang, target_lang, origin,
+                      corpus_row=[r[0] for r in rows])
 
 
 def _describe(counts: Counter) -> str:

@@ -1,0 +1,180 @@
+"""Evaluation assets: translations of test_A by every system, the BLEU table and its chart.
+
+Every row of `translations` and `bleu_table` carries lineage: the content hashes of test_A, of the
+table the adapter was trained on, and of the adapter folder, plus the base model reference.
+"""
+
+import base64
+import json
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from mt_assets.defs.io_manager import Folder
+from mt_assets.defs.models import BaseModel
+from mt_assets.defs.training import GPU_POOL, LINEAGE_FILE, read_adapter_log
+from mt_assets.lib import langid
+from mt_assets.lib.charts import bleu_bars, loss_curves
+from mt_assets.lib.hashing import folder_hash, table_hash
+from mt_assets.lib.metrics import score_systems
+from mt_assets.lib.translate import translate
+
+SYSTEMS = {"A": None, "B": "adapter_B", "C": "adapter_C", "D": "adapter_D"}
+"""System name -> the adapter asset it uses (A is the base model, zero-shot)."""
+BASELINES = ("A", "B")
+
+
+class Evaluation(dg.ConfigurableResource):
+    """How systems are run and scored on test_A."""
+
+    batch_size: int = 16
+    max_new_tokens: int = 128
+    n_bootstrap: int = 1000
+
+
+def _adapter_ins() -> dict[str, dg.AssetIn]:
+    return {asset: dg.AssetIn(asset) for asset in SYSTEMS.values() if asset}
+
+
+@dg.asset(
+    group_name="evaluation",
+    kinds={"pytorch", "pandas", "parquet"},
+    pool=GPU_POOL,
+    ins={"test_A": dg.AssetIn("test_A"), **_adapter_ins()},
+    description="Greedy translations of test_A by system A (base model, zero-shot) and systems B, C, D "
+    "(the base model with adapter_B, adapter_C, adapter_D), one row per pair and system, with lineage.",
+)
+def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_model: BaseModel,
+                 evaluation: Evaluation, **adapters) -> pd.DataFrame:
+    from peft import PeftModel
+
+    source_lang, target_lang = test_A["source_lang"].iloc[0], test_A["target_lang"].iloc[0]
+    tokenizer = base_model.load_tokenizer()
+    model = base_model.load_model(fresh=True)
+    reference = base_model.reference()
+    test_hash = table_hash(test_A)
+    for system, asset in SYSTEMS.items():
+        if asset:
+            model = (PeftModel.from_pretrained(model, str(adapters[asset]), adapter_name=system)
+                     if not isinstance(model, PeftModel) else model)
+            if system not in model.peft_config:
+                model.load_adapter(str(adapters[asset]), adapter_name=system)
+    model.eval()
+    frames = []
+    for system, asset in SYSTEMS.items():
+        context.log.info(f"Translating {len(test_A)} sentences with system {system}")
+
+        def progress(done, total, system=system):
+            if done == total or done % (evaluation.batch_size * 10) == 0:
+                context.log.info(f"system {system}: {done}/{total} sentences")
+
+        run = lambda: translate(model, tokenizer, list(test_A["source"]), source_lang, target_lang,  # noqa: E731
+                                batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
+                                progress=progress, desc=f"system {system}")
+        if asset is None:
+            with model.disable_adapter():
+                hypotheses = run()
+            lineage = {"adapter": "", "adapter_hash": "", "training_table": "", "training_table_hash": ""}
+        else:
+            model.set_adapter(system)
+            hypotheses = run()
+            folder = Path(adapters[asset])
+            trained = json.loads((folder / LINEAGE_FILE).read_text())
+            lineage = {"adapter": asset, "adapter_hash": folder_hash(folder),
+                       "training_table": trained["training_table"],
+                       "training_table_hash": trained["training_table_hash"]}
+        frames.append(pd.DataFrame({
+            "pair_id": test_A["pair_id"], "system": system, "source": test_A["source"],
+            "reference": test_A["target"], "hypothesis": hypotheses,
+            "source_lang": source_lang, "target_lang": target_lang,
+            "test_table_hash": test_hash, **lineage,
+            "base_model": reference["base_model"], "base_revision": reference["revision"] or "",
+        }))
+    table = pd.concat(frames, ignore_index=True)
+    context.add_output_metadata({
+        "empty_hypotheses": {s: int((g["hypothesis"] == "").sum()) for s, g in table.groupby("system")},
+        "examples": dg.MetadataValue.md(
+            table.groupby("system").head(2)[["system", "source", "reference", "hypothesis"]].to_markdown(index=False)),
+    })
+    return table
+
+
+LINEAGE_COLUMNS = ["test_table_hash", "adapter", "adapter_hash", "training_table", "training_table_hash",
+                   "base_model", "base_revision"]
+
+
+@dg.asset(
+    group_name="evaluation",
+    kinds={"pandas", "parquet"},
+    description="Per system: sacreBLEU BLEU and chrF with signatures and 95% bootstrap confidence intervals, "
+    "paired bootstrap p-values against A and against B, the off-target rate, and lineage hashes.",
+)
+def bleu_table(context: dg.AssetExecutionContext, translations: pd.DataFrame, evaluation: Evaluation) -> pd.DataFrame:
+    references = translations.loc[translations["system"] == "A", "reference"].tolist()
+    systems = {s: g["hypothesis"].tolist() for s, g in translations.groupby("system", sort=True)}
+    table = score_systems(systems, references, BASELINES, n_bootstrap=evaluation.n_bootstrap)
+    target_lang = translations["target_lang"].iloc[0]
+    source_lang = translations["source_lang"].iloc[0]
+    candidates = langid.candidates_for(target_lang, source_lang)
+    table["off_target_rate"] = [langid.off_target_rate(systems[s], target_lang, candidates) for s in table["system"]]
+    table["empty_outputs"] = [sum(1 for h in systems[s] if not h.strip()) for s in table["system"]]
+    lineage = translations.groupby("system")[LINEAGE_COLUMNS].first()
+    table = table.join(lineage, on="system")
+    context.add_output_metadata({"scores": dg.MetadataValue.md(
+        table[["system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "off_target_rate"]].round(2).to_markdown(index=False))})
+    return table
+
+
+@dg.asset(
+    group_name="evaluation",
+    kinds={"matplotlib", "png"},
+    ins={"bleu_table": dg.AssetIn("bleu_table"), **_adapter_ins()},
+    description="PNG charts: BLEU and chrF per system with 95% CI error bars, and train/validation loss "
+    "curves per adapter. Shown on this asset's page in the UI.",
+)
+def bleu_chart(context: dg.AssetExecutionContext, bleu_table: pd.DataFrame, **adapters) -> Folder:
+    folder = Path(tempfile.mkdtemp(prefix="bleu_chart-"))
+    signature = bleu_table["bleu_signature"].iloc[0].split("|version")[0]
+    bars = bleu_bars(bleu_table, f"{len(bleu_table)} systems, {int(bleu_table['segments'].iloc[0])} test pairs")
+    curves = loss_curves({system: read_adapter_log(adapters[asset]) for system, asset in SYSTEMS.items() if asset})
+    (folder / "bleu.png").write_bytes(bars)
+    (folder / "loss.png").write_bytes(curves)
+    context.add_output_metadata({
+        "bleu_chart": dg.MetadataValue.md(_inline_png(bars, "BLEU per system")),
+        "loss_curves": dg.MetadataValue.md(_inline_png(curves, "loss curves")),
+        "bleu_signature": signature,
+    })
+    return Folder(folder)
+
+
+def _inline_png(png: bytes, alt: str) -> str:
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+@dg.asset_check(asset="translations", additional_ins={"test_A": dg.AssetIn("test_A")},
+                description="Every test_A pair has a translation from every system.")
+def every_test_pair_translated(translations: pd.DataFrame, test_A: pd.DataFrame) -> dg.AssetCheckResult:
+    expected = set(test_A["pair_id"])
+    missing = {s: len(expected - set(translations.loc[translations["system"] == s, "pair_id"])) for s in SYSTEMS}
+    empty = {s: int(((translations["system"] == s) & (translations["hypothesis"].str.strip() == "")).sum())
+             for s in SYSTEMS}
+    return dg.AssetCheckResult(passed=sum(missing.values()) == 0,
+                               metadata={"missing": missing, "empty_outputs": empty, "test_pairs": len(expected)})
+
+
+@dg.asset_check(asset="bleu_table", description="System B (LoRA on train_A) scores above system A (the base "
+                "model). A warning with the numbers when it does not.")
+def b_beats_a(bleu_table: pd.DataFrame) -> dg.AssetCheckResult:
+    scores = bleu_table.set_index("system")
+    bleu_a, bleu_b = float(scores.loc["A", "bleu"]), float(scores.loc["B", "bleu"])
+    return dg.AssetCheckResult(
+        passed=bleu_b > bleu_a, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"bleu_A": bleu_a, "bleu_B": bleu_b, "chrf_A": float(scores.loc["A", "chrf"]),
+                  "chrf_B": float(scores.loc["B", "chrf"]), "p_value": float(scores.loc["B", "bleu_p_vs_A"])},
+    )
+
+
+evaluation_assets = [translations, bleu_table, bleu_chart]
+evaluation_checks = [every_test_pair_translated, b_beats_a]

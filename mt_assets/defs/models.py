@@ -1,0 +1,99 @@
+"""The base model resource: a Hugging Face Hub model (or local folder), or the demo's tiny GPT-Neo."""
+
+import fcntl
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from mt_assets.lib import corpus, models
+from mt_assets.lib.hashing import folder_hash
+from mt_assets.lib.tiny_model import TinyModelSpec, build_tiny_base_model
+
+_CACHE: dict[tuple, tuple] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+class BaseModel(dg.ConfigurableResource, ABC):
+    """The decoder-only LM every system starts from; loaded once per process for inference."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+
+    @abstractmethod
+    def model_path(self) -> str:
+        """A Hub id or a local folder that `from_pretrained` accepts (built first if needed)."""
+
+    @property
+    def revision(self) -> str | None:
+        return None
+
+    def reference(self) -> dict[str, Any]:
+        """What identifies this base model in lineage columns and adapter metadata."""
+        return {"base_model": self.model_path(), "revision": self.revision}
+
+    def load_tokenizer(self):
+        return models.load_tokenizer(self.model_path(), self.revision)
+
+    def load_model(self, fresh: bool = False):
+        """The model in eval mode. `fresh=True` gives a private copy (training wraps it with LoRA)."""
+        key = (self.model_path(), self.revision, self.device, self.dtype)
+        if fresh:
+            return models.load_causal_lm(*key)
+        with _CACHE_LOCK:
+            if key not in _CACHE:
+                _CACHE[key] = (models.load_causal_lm(*key),)
+            return _CACHE[key][0]
+
+
+class HubBaseModel(BaseModel):
+    """A model from the Hugging Face Hub by id (default EleutherAI/gpt-neo-1.3B) or a local folder."""
+
+    name_or_path: str = "EleutherAI/gpt-neo-1.3B"
+    hub_revision: str | None = None
+
+    def model_path(self) -> str:
+        return self.name_or_path
+
+    @property
+    def revision(self) -> str | None:
+        return self.hub_revision
+
+
+class TinyBaseModel(BaseModel):
+    """The demo's and tests' base model: a tiny GPT-Neo with a BPE tokenizer, both trained here on
+    the monolingual sentences of a local corpus, built once and kept at `path` in the data lake."""
+
+    path: str = "data_lake/tiny_base_model"
+    corpus_path: str
+    corpus_format: str = "tsv"
+    source_column: str | None = None
+    target_column: str | None = None
+    source_lang: str = "de"
+    target_lang: str = "fr"
+    pretrain_steps: int = TinyModelSpec.pretrain_steps
+    seed: int = 0
+
+    def model_path(self) -> str:
+        folder = Path(self.path)
+        if not (folder / "config.json").is_file():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            with open(folder.parent / f".{folder.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # one build even when several steps start together
+                if not (folder / "config.json").is_file():
+                    self._build(folder)
+        return str(folder)
+
+    def _build(self, folder: Path) -> None:
+        rows = corpus.read_local(self.corpus_format, Path(self.corpus_path), self.source_lang, self.target_lang,
+                                 self.source_column, self.target_column)
+        texts = [text for row in rows if not row.skipped for text in (row.source, row.target) if text.strip()]
+        spec = TinyModelSpec(pretrain_steps=self.pretrain_steps, seed=self.seed)
+        dg.get_dagster_logger().info(f"Building the tiny base model at {folder} from {len(texts)} sentences")
+        build_tiny_base_model(texts, folder, spec, progress=dg.get_dagster_logger().info)
+
+    def reference(self) -> dict[str, Any]:
+        path = self.model_path()
+        return {"base_model": path, "revision": f"sha256:{folder_hash(Path(path))[:16]}"}

@@ -1,0 +1,202 @@
+"""Synthetic-data assets: synth_B written by a teacher, and combined_C = train_A + synth_B.
+
+Teacher back ends are one abstract resource with a subclass each: an OpenAI-compatible endpoint,
+an in-process transformers model, and the oracle (real held-out pairs: the offline demo default
+and the perfect-teacher control).
+"""
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from mt_assets.defs.data import check_result, table_checks
+from mt_assets.defs.resources import Experiment
+from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
+from mt_assets.lib import corpus, models, synth, validators
+from mt_assets.lib import teacher as lib_teacher
+from mt_assets.lib.sampling import all_pairs
+from mt_assets.lib.synth_prompt import DEFAULT_TOPICS
+
+SYNTH_KINDS = {"pandas", "parquet"}
+
+
+class Teacher(dg.ConfigurableResource, ABC):
+    """The model that writes synth_B."""
+
+    @abstractmethod
+    def build(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame):
+        """A lib.teacher back end ready to serve requests for this experiment's split."""
+
+
+class OpenAICompatibleTeacher(Teacher):
+    """Any OpenAI-compatible chat-completions endpoint: vLLM, TGI, Ollama, HF Inference Providers,
+    OpenAI. The API key is read from the environment variable named by `api_key_env` (never from
+    configuration); set `api_key_env` to null for a server without authentication."""
+
+    base_url: str
+    model: str = lib_teacher.DEFAULT_TEACHER_MODEL
+    api_key_env: str | None = lib_teacher.DEFAULT_API_KEY_ENV
+    max_concurrency: int = 4
+    timeout_s: float = 120.0
+    temperature: float = 0.7
+    max_attempts: int = 6
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 30.0
+    max_retry_after_s: float = 300.0
+    json_schema: bool = False
+
+    def build(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame):
+        return lib_teacher.OpenAITeacher(
+            base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
+            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, temperature=self.temperature,
+            json_schema=self.json_schema,
+            retry=lib_teacher.RetryPolicy(max_attempts=self.max_attempts, backoff_base_s=self.backoff_base_s,
+                                      backoff_max_s=self.backoff_max_s, max_retry_after_s=self.max_retry_after_s),
+        )
+
+
+class TransformersTeacherModel(Teacher):
+    """A causal LM run in this process, loaded like the base model (Hub id or local folder)."""
+
+    name_or_path: str
+    revision: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    temperature: float = 0.7
+
+    def build(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame):
+        def loader():
+            return (models.load_causal_lm(self.name_or_path, self.revision, self.device, self.dtype,
+                                          setting="teacher.name_or_path"),
+                    models.load_tokenizer(self.name_or_path, self.revision))
+
+        return lib_teacher.TransformersTeacher(loader=loader, model_name=self.name_or_path, temperature=self.temperature)
+
+
+class OracleTeacherCorpus(Teacher):
+    """Real pairs from a held-out corpus, minus everything in train_A and test_A: the perfect-teacher
+    upper bound. Its rows are labelled ``synthetic:oracle:...`` in the origin column."""
+
+    path: str
+    format: str = "tsv"
+    source_column: str | None = None
+    target_column: str | None = None
+
+    def build(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame):
+        """An oracle over every usable pair of the corpus (cleaned like opus_sample), minus train_A
+        and test_A."""
+        source_lang, target_lang = experiment.check_languages()
+        rows = corpus.read_local(self.format, Path(self.path), source_lang, target_lang,
+                                 self.source_column, self.target_column)
+        pool, _ = all_pairs(rows, source_lang, target_lang, f"{Path(self.path).name}:{self.format}")
+        return lib_teacher.OracleTeacher(pool, train=train_A, test=test_A)
+
+
+class Synthesis(dg.ConfigurableResource):
+    """How much synthetic data to make, from which prompt, and how it is filtered."""
+
+    size: int | None = None
+    """Pairs wanted; None: size_factor x len(train_A)."""
+    size_factor: float = 2.0
+    pairs_per_request: int = 10
+    max_requests: int | None = None
+    """Request budget; None: budget_factor x the requests needed if every pair were valid."""
+    budget_factor: float = 3.0
+    topics: list[str] = list(DEFAULT_TOPICS)
+    few_shot: int = 3
+    seed: int = 0
+    max_chars: int = 400
+    max_length_ratio: float = 2.5
+    check_language: bool = True
+    cache_dir: str = "data_lake/.teacher_cache"
+    """One file per answered request: a rerun sends only what is missing."""
+
+    def config(self) -> synth.SynthConfig:
+        return synth.SynthConfig(
+            size=self.size, size_factor=self.size_factor, pairs_per_request=self.pairs_per_request,
+            max_requests=self.max_requests, budget_factor=self.budget_factor, topics=tuple(self.topics),
+            few_shot=self.few_shot, seed=self.seed,
+            filters=synth.FilterConfig(max_chars=self.max_chars, max_length_ratio=self.max_length_ratio,
+                                       check_language=self.check_language),
+        )
+
+
+@dg.asset(
+    group_name="synthetic",
+    kinds=SYNTH_KINDS,
+    dagster_type=PairTable,
+    metadata=PAIR_TABLE_METADATA,
+    description="Synthetic parallel pairs written by the teacher from the designed prompt (role, topics, "
+    "few-shot examples from train_A only), twice the size of train_A by default, after quality filters "
+    "whose counts are in the metadata. Rows from the oracle teacher are real held-out pairs.",
+)
+def synth_B(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd.DataFrame,
+            experiment: Experiment, teacher: Teacher, synthesis: Synthesis) -> pd.DataFrame:
+    backend = teacher.build(experiment, train_A, test_A)
+    config = synthesis.config()
+    context.log.info(f"Generating {config.target_size(len(train_A))} pairs with the {backend.backend} teacher")
+
+    def on_progress(snapshot: dict) -> None:
+        done = snapshot.get("requests_processed", 0)
+        if done and done % 10 == 0:
+            context.log.info(f"teacher progress: {snapshot}")
+
+    table, report = synth.generate_synthetic(backend, train_A, test_A, config=config,
+                                             cache_dir=synthesis.cache_dir, on_progress=on_progress)
+    distribution = synth.topic_distribution(table)
+    counts = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    context.add_output_metadata({
+        **{f"report/{k}": v for k, v in counts.items()},
+        "backend": report["backend"], "model": str(report["model"]),
+        "topic_distribution": dg.MetadataValue.md(distribution.to_markdown(index=False)),
+        "preview": preview(table),
+    })
+    return table
+
+
+@dg.asset(
+    group_name="synthetic",
+    kinds=SYNTH_KINDS,
+    dagster_type=PairTable,
+    metadata=PAIR_TABLE_METADATA,
+    description="train_A followed by synth_B, with the origin column telling them apart.",
+)
+def combined_C(context: dg.AssetExecutionContext, train_A: pd.DataFrame, synth_B: pd.DataFrame) -> pd.DataFrame:
+    table, report = synth.combine_train_synth(train_A, synth_B)
+    context.add_output_metadata({**report, "origins": dg.MetadataValue.json(table["origin"].value_counts().to_dict())})
+    return table
+
+
+@dg.asset_check(asset="synth_B", additional_ins={"test_A": dg.AssetIn("test_A")}, blocking=True,
+                description="No synth_B source or target occurs in test_A (contamination). Blocking: adapters "
+                "trained on contaminated data would be scored on their own training sentences.")
+def no_test_contamination(synth_B: pd.DataFrame, test_A: pd.DataFrame) -> dg.AssetCheckResult:
+    return check_result(synth.contamination(synth_B, test_A))
+
+
+@dg.asset_check(asset="synth_B", additional_ins={"train_A": dg.AssetIn("train_A")},
+                description="synth_B has the configured number of pairs (size_factor x train_A by default).")
+def synth_size_reached(synth_B: pd.DataFrame, train_A: pd.DataFrame, synthesis: Synthesis) -> dg.AssetCheckResult:
+    expected = synthesis.config().target_size(len(train_A))
+    return check_result(validators.size_shortfall(synth_B, expected), expected=expected, actual=len(synth_B))
+
+
+@dg.asset_check(asset="combined_C", additional_ins={"train_A": dg.AssetIn("train_A"), "synth_B": dg.AssetIn("synth_B")},
+                description="combined_C holds every train_A pair and every synth_B pair, told apart by origin.")
+def combined_sizes_and_origins(combined_C: pd.DataFrame, train_A: pd.DataFrame,
+                               synth_B: pd.DataFrame) -> dg.AssetCheckResult:
+    from_train = combined_C["pair_id"].isin(set(train_A["pair_id"])) & combined_C["origin"].isin(set(train_A["origin"]))
+    from_synth = combined_C["origin"].str.startswith("synthetic:")
+    passed = (len(combined_C) == len(train_A) + len(synth_B) and int(from_train.sum()) == len(train_A)
+              and int(from_synth.sum()) == len(synth_B))
+    return dg.AssetCheckResult(passed=passed, metadata={
+        "rows": len(combined_C), "train_A_rows": len(train_A), "synth_B_rows": len(synth_B),
+        "rows_from_train_A": int(from_train.sum()), "rows_from_synth_B": int(from_synth.sum()),
+        "origins": dg.MetadataValue.json(combined_C["origin"].value_counts().to_dict())})
+
+
+synthetic_assets = [synth_B, combined_C]
+synthetic_checks = [no_test_contamination, synth_size_reached, combined_sizes_and_origins,
+                    *table_checks("synth_B"), *table_checks("combined_C")]

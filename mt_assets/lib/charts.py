@@ -1,0 +1,55 @@
+"""Pictures of the results: BLEU with confidence intervals, and training/validation loss curves."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+COLORS = {"A": "#9e9e9e", "B": "#1f77b4", "C": "#ff7f0e", "D": "#2ca02c"}
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def bleu_bars(table: pd.DataFrame, title: str) -> bytes:
+    """Bar chart of BLEU and chrF per system, with 95% bootstrap CI error bars."""
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for axis, metric, label in ((axes[0], "bleu", "BLEU"), (axes[1], "chrf", "chrF")):
+        colors = [COLORS.get(s, "#8c564b") for s in table["system"]]
+        bars = axis.bar(table["system"], table[metric], yerr=table[f"{metric}_ci95"], capsize=6, color=colors)
+        axis.bar_label(bars, labels=[f"{v:.1f}" for v in table[metric]], padding=3)
+        axis.set_ylabel(label)
+        axis.set_ylim(0, max(5.0, float((table[metric] + table[f"{metric}_ci95"].fillna(0)).max()) * 1.25))
+        axis.set_title(f"{label} on test_A (95% CI)")
+        axis.grid(axis="y", alpha=0.3)
+    figure.suptitle(title, y=1.03)
+    return _png(figure)
+
+
+def loss_curves(logs: Mapping[str, pd.DataFrame]) -> bytes:
+    """Training and validation loss per adapter; each log has columns step, train_loss, eval_loss."""
+    figure, axis = plt.subplots(figsize=(7, 3.8))
+    for system, log in logs.items():
+        color = COLORS.get(system, None)
+        train = log.dropna(subset=["train_loss"])
+        axis.plot(train["step"], train["train_loss"], color=color, label=f"{system} train")
+        evals = log.dropna(subset=["eval_loss"])
+        if len(evals):
+            axis.plot(evals["step"], evals["eval_loss"], color=color, linestyle="--", marker="o",
+                      label=f"{system} validation")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("cross-entropy (target tokens)")
+    axis.set_title("LoRA training loss per adapter")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return _png(figure)

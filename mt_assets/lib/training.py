@@ -1,0 +1,241 @@
+"""LoRA fine-tuning with TRL's SFTTrainer and PEFT: the recipe, its mapping to PEFT/TRL objects,
+and one `train_adapter` used for every adapter (B, C, D)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from mt_assets.lib.prompt import build_completion, build_prompt
+
+LOG_FILE = "training_log.csv"
+SUMMARY_FILE = "training_summary.json"
+
+
+@dataclass(frozen=True)
+class LoraRecipe:
+    """LoRA hyperparameters. The defaults are the seed experiment's recipe."""
+
+    r: int = 16
+    alpha: int = 64
+    dropout: float = 0.1
+    bias: str = "none"
+    target_modules: list[str] | str | None = None
+    """None: the model's attention projections (q_proj, v_proj for GPT-Neo, as PEFT maps them)."""
+    modules_to_save: list[str] | None = None
+    """Whole modules trained beside the adapters, e.g. ["wte"] for the tiny demo model."""
+    max_length: int = 256
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    epochs: float = 2.0
+    max_steps: int = -1
+    warmup_ratio: float = 0.0
+    lr_scheduler: str = "linear"
+    weight_decay: float = 0.0
+    mixed_precision: str = "auto"
+    """auto: bf16 on GPUs that support it, fp16 on older GPUs, none on CPU; or bf16, fp16, no."""
+    validation_fraction: float = 0.1
+    """Held-out share of the adapter's own training table for validation loss (never test_A)."""
+    eval_steps: int | None = None
+    """Steps between validation losses; None: twice per epoch."""
+    logging_steps: int = 5
+    seed: int = 42
+    gradient_checkpointing: bool = False
+
+
+def peft_config(recipe: LoraRecipe):
+    """The PEFT LoraConfig for a recipe (causal LM task)."""
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(r=recipe.r, lora_alpha=recipe.alpha, lora_dropout=recipe.dropout, bias=recipe.bias,
+                      target_modules=recipe.target_modules, modules_to_save=recipe.modules_to_save,
+                      task_type=TaskType.CAUSAL_LM)
+
+
+def precision_flags(recipe: LoraRecipe, device: str) -> dict[str, bool]:
+    """TRL/transformers bf16/fp16 flags for the recipe's mixed precision on a device."""
+    mode = recipe.mixed_precision
+    if mode == "auto":
+        if not device.startswith("cuda"):
+            mode = "no"
+        else:
+            mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if mode not in ("no", "bf16", "fp16"):
+        raise ValueError(f"unknown mixed_precision {mode!r} (setting training.mixed_precision): use auto, bf16, fp16 or no")
+    if mode != "no" and not device.startswith("cuda"):
+        raise ValueError(f"mixed_precision {mode} needs a GPU; this run is on {device} (setting training.mixed_precision)")
+    return {"bf16": mode == "bf16", "fp16": mode == "fp16"}
+
+
+def sft_config(recipe: LoraRecipe, output_dir: Path, device: str, steps_per_epoch: int, has_validation: bool):
+    """The TRL SFTConfig for a recipe: prompt-completion data, loss on the completion only."""
+    from trl import SFTConfig
+
+    eval_steps = recipe.eval_steps or max(1, steps_per_epoch // 2)
+    return SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=recipe.batch_size,
+        per_device_eval_batch_size=recipe.batch_size,
+        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
+        learning_rate=recipe.learning_rate,
+        num_train_epochs=recipe.epochs,
+        max_steps=recipe.max_steps,
+        warmup_steps=recipe.warmup_ratio,  # a float in [0, 1) is a share of the steps
+        lr_scheduler_type=recipe.lr_scheduler,
+        weight_decay=recipe.weight_decay,
+        max_length=recipe.max_length,
+        completion_only_loss=True,
+        logging_steps=recipe.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps" if has_validation else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        report_to=[],
+        disable_tqdm=True,
+        gradient_checkpointing=recipe.gradient_checkpointing,
+        use_cpu=not device.startswith("cuda"),
+        dataloader_num_workers=0,
+        **precision_flags(recipe, device),
+    )
+
+
+def to_prompt_completion(table: pd.DataFrame) -> list[dict[str, str]]:
+    """Training examples in TRL's prompt-completion form, with the one prompt format."""
+    return [{"prompt": build_prompt(s, sl, tl), "completion": build_completion(t)}
+            for s, t, sl, tl in zip(table["source"], table["target"], table["source_lang"], table["target_lang"])]
+
+
+def split_validation(table: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A seeded held-out slice of the training table itself (empty when fraction is 0)."""
+    if fraction <= 0 or len(table) < 4:
+        return table, table.iloc[0:0]
+    validation = table.sample(n=max(1, round(len(table) * fraction)), random_state=seed)
+    return table.drop(validation.index), validation
+
+
+@dataclass
+class TrainingResult:
+    log: pd.DataFrame
+    """One row per logged step: step, epoch, train_loss, eval_loss."""
+    summary: dict = field(default_factory=dict)
+
+
+def check_prompt_fits(tokenizer, table: pd.DataFrame, max_length: int) -> None:
+    """Fail before training when the prompt alone does not fit in max_length tokens."""
+    longest = max(table["source"], key=len)
+    row = table.loc[table["source"] == longest].iloc[0]
+    prompt_tokens = len(tokenizer(build_prompt(longest, row["source_lang"], row["target_lang"]))["input_ids"])
+    if prompt_tokens >= max_length:
+        raise ValueError(
+            f"the longest prompt (pair {row['pair_id']}) has {prompt_tokens} tokens, not less than max_length "
+            f"{max_length}: raise setting training.max_length or filter long sentences"
+        )
+
+
+def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, output_dir: Path,
+                  progress: Callable[[str], None] | None = None) -> TrainingResult:
+    """Fine-tune LoRA adapters on a pair table and save them (PEFT format) into `output_dir`.
+
+    `model` is a freshly loaded base model; it is wrapped in place. Checkpoints go to
+    `output_dir/checkpoints` while training and are removed at the end; a run started again on the
+    same folder resumes from the last one.
+    """
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTTrainer
+
+    check_prompt_fits(tokenizer, table, recipe.max_length)
+    train, validation = split_validation(table, recipe.validation_fraction, recipe.seed)
+    device = str(next(model.parameters()).device)
+    steps_per_epoch = math.ceil(len(train) / (recipe.batch_size * recipe.gradient_accumulation_steps))
+    checkpoints = output_dir / "checkpoints"
+    config = sft_config(recipe, checkpoints, device, steps_per_epoch, has_validation=len(validation) > 0)
+    train_tokenizer = _right_padding(tokenizer)
+
+    class Report(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if progress and logs:
+                shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in logs.items()}
+                progress(f"step {state.global_step}/{state.max_steps}: {shown}")
+
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(to_prompt_completion(train)),
+        eval_dataset=Dataset.from_list(to_prompt_completion(validation)) if len(validation) else None,
+        processing_class=train_tokenizer,
+        peft_config=peft_config(recipe),
+        callbacks=[Report()],
+    )
+    resume = _last_checkpoint(checkpoints)
+    if resume and progress:
+        progress(f"resuming from {resume}")
+    started = time.perf_counter()
+    outcome = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    wall = time.perf_counter() - started
+    trainer.model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    log = training_log(trainer.state.log_history)
+    log.to_csv(output_dir / LOG_FILE, index=False)
+    trainable, total = _count_parameters(trainer.model)
+    evals = log.dropna(subset=["eval_loss"])
+    trains = log.dropna(subset=["train_loss"])
+    summary = {
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "steps": int(trainer.state.global_step),
+        "epochs": float(trainer.state.epoch or 0),
+        "train_pairs": len(train),
+        "validation_pairs": len(validation),
+        "first_train_loss": float(trains["train_loss"].iloc[0]) if len(trains) else None,
+        "final_train_loss": float(trains["train_loss"].iloc[-1]) if len(trains) else None,
+        "mean_train_loss": float(outcome.training_loss),
+        "validation_loss": float(evals["eval_loss"].iloc[-1]) if len(evals) else None,
+        "wall_seconds": round(wall, 2),
+        "resumed_from": resume.name if resume else None,
+        "device": device,
+        "recipe": asdict(recipe),
+    }
+    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    return TrainingResult(log=log, summary=summary)
+
+
+def training_log(history: list[dict]) -> pd.DataFrame:
+    """Trainer log history as a table: step, epoch, train_loss, eval_loss."""
+    rows = [{"step": h.get("step"), "epoch": h.get("epoch"), "train_loss": h.get("loss"), "eval_loss": h.get("eval_loss")}
+            for h in history if "loss" in h or "eval_loss" in h]
+    return pd.DataFrame(rows, columns=["step", "epoch", "train_loss", "eval_loss"]).astype(
+        {"train_loss": float, "eval_loss": float})
+
+
+def _right_padding(tokenizer):
+    """Training pads on the right (generation pads on the left): a copy with that setting."""
+    import copy
+
+    train_tokenizer = copy.copy(tokenizer)
+    train_tokenizer.padding_side = "right"
+    return train_tokenizer
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    if not folder.is_dir():
+        return None
+    complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def _count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
