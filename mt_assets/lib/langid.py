@@ -155,8 +155,13 @@ def is_language_many(texts: Iterable[str], lang: str, candidates: Iterable[str] 
 
 
 def off_target_rate(texts: Sequence[str], lang: str, candidates: Iterable[str] | None = None) -> float:
-    """Share of ``texts`` that are not in ``lang`` (the evaluation's off-target rate)."""
+    """Share of ``texts`` that are not in ``lang`` (the evaluation's off-target rate).
+
+    An output with fewer than ``MIN_LETTERS`` letters (empty, punctuation only) is no text in
+    ``lang`` and counts as off-target here, unlike in ``is_language``, whose short-text leniency
+    suits filtering real sentence pairs.
+    """
     if len(texts) == 0:
         raise ValueError("off_target_rate needs at least one text; got an empty list")
-    flags = is_language_many(texts, lang, candidates)
+    flags = [_letters(text) >= MIN_LETTERS and ok for text, ok in zip(texts, is_language_many(texts, lang, candidates))]
     return 1.0 - sum(flags) / len(flags)

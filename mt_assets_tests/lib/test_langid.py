@@ -89,6 +89,10 @@ def test_off_target_rate():
         langid.off_target_rate([], "fr", DE_FR)
 
 
+def test_outputs_without_words_are_off_target():
+    assert langid.off_target_rate([".", "", "Je voudrais un café, s'il vous plaît."], "fr", DE_FR) == pytest.approx(2 / 3)
+
+
 def test_full_model_without_candidates_still_works():
     assert langid.detect("Das ist ein ziemlich langer deutscher Satz über das Wetter.")[0] == "de"
 
