@@ -41,7 +41,6 @@ def test_table_round_trip_with_metadata(lake: Path, instance):
 
 def test_folder_round_trip_replaces_previous_version(lake: Path, tmp_path: Path, instance):
     built = tmp_path / "built"
-    built.mkdir()
 
     @dg.asset
     def artifact() -> Folder:
@@ -53,11 +52,11 @@ def test_folder_round_trip_replaces_previous_version(lake: Path, tmp_path: Path,
 
     resources = {"io_manager": DataLakeIOManager(base_path=str(lake))}
     for version in ("v1", "v2"):
+        built.mkdir()
         (built / "weights.txt").write_text(version)
         (built / f"only-in-{version}").write_text("x")
-        if version == "v2":
-            (built / "only-in-v1").unlink()
         assert dg.materialize([artifact, reader], resources=resources, instance=instance).success
+        assert not built.exists(), "the folder is moved into the lake, not kept twice"
     assert sorted(p.name for p in (lake / "artifact").iterdir()) == ["only-in-v2", "weights.txt"]
     assert pd.read_parquet(lake / "reader.parquet")["text"][0] == "v2"
     assert not [p for p in lake.iterdir() if p.name.startswith(".")]

@@ -15,7 +15,8 @@ from mt_assets.lib.hashing import folder_hash, table_hash
 
 @dataclass(frozen=True)
 class Folder:
-    """A local folder an asset produced (an adapter, a chart set); the IO manager stores it whole."""
+    """A local folder an asset produced (an adapter, a chart set). The IO manager moves it into the
+    data lake whole (local lake) or uploads it and removes the local copy (object storage)."""
 
     path: Path
 
@@ -80,12 +81,13 @@ class DataLakeIOManager(dg.ConfigurableIOManager):
 
 
 def _replace_folder(source: Path, target: UPath) -> None:
-    """Put a local folder at `target`, replacing what was there, never exposing a partial copy."""
+    """Move a local folder to `target`, replacing what was there, never exposing a partial copy."""
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     if target.protocol in ("", "file", "local"):
-        shutil.copytree(source, staging.path)
+        shutil.move(source, staging.path)
     else:
         staging.fs.put(str(source), staging.path, recursive=True)
+        shutil.rmtree(source)
     previous = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
     if target.exists():
         target.rename(previous)
