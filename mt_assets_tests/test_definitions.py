@@ -5,6 +5,12 @@ import dagster as dg
 from mt_assets.definitions import defs
 
 DATA_ASSETS = {"opus_sample", "train_A", "test_A"}
+ASSET_GROUPS = {
+    "opus_sample": "data", "train_A": "data", "test_A": "data", "synth_B": "synthetic", "combined_C": "synthetic",
+    "adapter_B": "training", "adapter_C": "training", "adapter_D": "training",
+    "translations": "evaluation", "bleu_table": "evaluation", "bleu_chart": "evaluation",
+}
+GPU_ASSETS = {"adapter_B", "adapter_C", "adapter_D", "translations"}
 DATA_CHECKS = {
     ("opus_sample", "no_blank_text"), ("opus_sample", "no_duplicate_pairs"),
     ("opus_sample", "source_differs_from_target"), ("opus_sample", "sample_size_reached"),
@@ -12,26 +18,57 @@ DATA_CHECKS = {
     ("test_A", "no_blank_text"), ("test_A", "no_duplicate_pairs"), ("test_A", "source_differs_from_target"),
     ("test_A", "no_test_pair_in_train"),
 }
+OTHER_CHECKS = {
+    ("synth_B", "no_test_contamination"), ("synth_B", "synth_size_reached"), ("synth_B", "no_blank_text"),
+    ("synth_B", "no_duplicate_pairs"), ("synth_B", "source_differs_from_target"),
+    ("combined_C", "combined_sizes_and_origins"), ("combined_C", "no_blank_text"),
+    ("combined_C", "no_duplicate_pairs"), ("combined_C", "source_differs_from_target"),
+    ("adapter_B", "training_loss_decreased"), ("adapter_C", "training_loss_decreased"),
+    ("adapter_D", "training_loss_decreased"), ("translations", "every_test_pair_translated"),
+    ("bleu_table", "b_beats_a"),
+}
 
 
-def test_every_data_asset_is_defined():
-    keys = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert DATA_ASSETS <= keys
-
-
-def test_every_data_check_is_defined():
-    checks = {(key.asset_key.to_user_string(), key.name) for key in defs.resolve_asset_graph().asset_check_keys}
-    assert DATA_CHECKS <= checks
-
-
-def test_overlap_check_is_blocking():
+def test_every_asset_is_defined_in_its_group():
     graph = defs.resolve_asset_graph()
-    key = dg.AssetCheckKey(dg.AssetKey("test_A"), "no_test_pair_in_train")
-    assert graph.get_check_spec(key).blocking
+    assert {key.to_user_string() for key in graph.get_all_asset_keys()} == set(ASSET_GROUPS)
+    for name, group in ASSET_GROUPS.items():
+        node = graph.get(dg.AssetKey(name))
+        assert node.group_name == group, name
+        assert node.description, name
+        assert node.kinds, name
+
+
+def test_every_check_is_defined():
+    checks = {(key.asset_key.to_user_string(), key.name) for key in defs.resolve_asset_graph().asset_check_keys}
+    assert checks == DATA_CHECKS | OTHER_CHECKS
+
+
+def test_integrity_checks_are_blocking_and_quality_checks_are_not():
+    graph = defs.resolve_asset_graph()
+    blocking = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
+    assert blocking == {("test_A", "no_test_pair_in_train"), ("synth_B", "no_test_contamination")}
+
+
+def test_gpu_assets_share_the_gpu_pool():
+    graph = defs.resolve_asset_graph()
+    pools = {name: graph.get(dg.AssetKey(name)).pools for name in ASSET_GROUPS}
+    assert {name for name, names in pools.items() if "gpu" in (names or set())} == GPU_ASSETS
+
+
+def test_lineage_edges():
+    graph = defs.resolve_asset_graph()
+    parents = {name: {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys} for name in ASSET_GROUPS}
+    assert parents["adapter_B"] == {"train_A"}
+    assert parents["adapter_C"] == {"synth_B"}
+    assert parents["adapter_D"] == {"combined_C"}
+    assert parents["translations"] == {"test_A", "adapter_B", "adapter_C", "adapter_D"}
+    assert parents["synth_B"] == {"train_A", "test_A"}
 
 
 def test_resources_are_configured():
-    assert {"io_manager", "experiment", "corpus"} <= set(defs.resources)
+    assert {"io_manager", "experiment", "corpus", "base_model", "teacher", "synthesis", "training",
+            "evaluation"} <= set(defs.resources)
 
 
 def test_data_assets_carry_groups_descriptions_kinds_and_column_schemas():
