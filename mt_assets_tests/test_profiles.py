@@ -52,7 +52,7 @@ TEACHER = "teacher: {type: oracle, path: pool.tsv}\n"
 def test_missing_teacher_endpoint_is_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("teacher: {type: openai}\n")
-    with pytest.raises(ProfileError, match=r"bad.yaml: invalid settings in 'teacher'.*base_url"):
+    with pytest.raises(ProfileError, match=r"bad.yaml: invalid settings in 'teacher': teacher.base_url: Input should be a valid string"):
         build_resources(load_profile(str(path)))
 
 

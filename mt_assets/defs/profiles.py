@@ -2,7 +2,11 @@
 
 A profile is chosen by name (``demo``, ``paper``: files in mt_assets/profiles/) or by the path of
 a YAML file of your own, through the ``MT_ASSETS_PROFILE`` environment variable; ``demo`` when
-unset. The assets are the same for every profile: only resources differ.
+unset. The assets are the same for every profile: only resources differ, and with them the
+executor (``executor``) and the evaluation schedule (``schedule``).
+
+``extends: <profile name or path>`` starts from another profile: its sections are merged key by key
+(a section whose ``type`` changes is replaced whole), so a profile can say only what differs.
 """
 
 
@@ -10,12 +14,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+import pydantic
 import yaml
 
 from mt_assets.defs.evaluation import Evaluation
 from mt_assets.defs.io_manager import DataLakeIOManager
 from mt_assets.defs.models import HubBaseModel, TinyBaseModel
 from mt_assets.defs.resources import Experiment, HuggingFaceCorpus, LocalCorpus
+from mt_assets.defs.schedules import ScheduleSettings
 from mt_assets.defs.synthetic import OpenAICompatibleTeacher, OracleTeacherCorpus, Synthesis, TransformersTeacherModel
 from mt_assets.defs.training import Training
 
@@ -72,14 +79,37 @@ def _expand(value: Any) -> Any:
     return value
 
 
-def load_profile(name_or_path: str | None = None) -> dict[str, Any]:
-    """Read a profile (default: $MT_ASSETS_PROFILE, else demo) with placeholders expanded."""
-    path = profile_path(name_or_path or os.environ.get("MT_ASSETS_PROFILE") or DEFAULT_PROFILE)
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        below = base.get(key)
+        same_type = not isinstance(value, dict) or "type" not in value or (
+            isinstance(below, dict) and below.get("type") == value["type"])
+        merged[key] = _merge(below, value) if isinstance(value, dict) and isinstance(below, dict) and same_type else value
+    return merged
+
+
+def _read(path: Path, extended_by: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A profile file's settings, on top of those of the profile it `extends`."""
     with path.open(encoding="utf-8") as handle:
         profile = yaml.safe_load(handle) or {}
     if not isinstance(profile, dict):
         raise ProfileError(f"profile file {path} must hold a mapping of settings")
-    profile = _expand(profile)
+    base = profile.pop("extends", None)
+    if base is None:
+        return profile
+    relative = Path(str(base))
+    base_path = profile_path(str(path.parent / relative) if relative.suffix in (".yaml", ".yml")
+                             and not relative.is_absolute() else str(base))
+    if base_path.resolve() in {p.resolve() for p in (path, *extended_by)}:
+        raise ProfileError(f"profile file {path}: `extends: {base}` goes round in a circle")
+    return _merge(_read(base_path, (path, *extended_by)), profile)
+
+
+def load_profile(name_or_path: str | None = None) -> dict[str, Any]:
+    """Read a profile (default: $MT_ASSETS_PROFILE, else demo) with placeholders expanded."""
+    path = profile_path(name_or_path or os.environ.get("MT_ASSETS_PROFILE") or DEFAULT_PROFILE)
+    profile = _expand(_read(path))
     profile["name"] = path.stem
     profile["file"] = str(path)
     return profile
@@ -95,7 +125,10 @@ def _section(profile: dict, key: str) -> dict:
 def _build(cls, profile: dict, key: str, settings: dict):
     try:
         return cls(**settings)
-    except Exception as err:  # pydantic validation errors: name the file and section
+    except pydantic.ValidationError as err:
+        problems = "; ".join(f"{key}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        raise ProfileError(f"{profile['file']}: invalid settings in {key!r}: {problems}") from None
+    except Exception as err:
         raise ProfileError(f"{profile['file']}: invalid settings in {key!r}: {err}") from err
 
 
@@ -110,11 +143,35 @@ def _backend(profile: dict, key: str):
 
 def build_resources(profile: dict) -> dict[str, Any]:
     """The resources for a loaded profile, keyed as the assets' parameters name them."""
-    unknown = set(profile) - {"name", "file", "data_lake", *BACKENDS, *SETTINGS}
+    known = {"data_lake", "executor", "schedule", *BACKENDS, *SETTINGS}
+    unknown = set(profile) - {"name", "file", *known}
     if unknown:
-        raise ProfileError(f"{profile['file']}: unknown setting(s) {sorted(unknown)}; known: "
-                           f"{sorted({'data_lake', *BACKENDS, *SETTINGS})}")
+        raise ProfileError(f"{profile['file']}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
     resources: dict[str, Any] = {"io_manager": DataLakeIOManager(base_path=str(profile.get("data_lake", "data_lake")))}
     resources.update({key: _backend(profile, key) for key in BACKENDS})
     resources.update({key: _build(cls, profile, key, _section(profile, key)) for key, cls in SETTINGS.items()})
     return resources
+
+
+def build_executor(profile: dict) -> dg.ExecutorDefinition | None:
+    """The executor a profile's ``executor`` section names (``type``: multiprocess, in_process or k8s,
+    ``config``: that executor's own settings); None, Dagster's default, without the section."""
+    settings = _section(profile, "executor")
+    if not settings:
+        return None
+    kind, config = settings.pop("type", "multiprocess"), settings.pop("config", None) or {}
+    if settings:
+        raise ProfileError(f"{profile['file']}: executor takes `type` and `config`, not {sorted(settings)}")
+    if kind == "k8s":
+        from dagster_k8s import k8s_job_executor  # optional: pip install 'mt_assets[k8s]'
+
+        return k8s_job_executor.configured(config, name="k8s")
+    executors = {"multiprocess": dg.multiprocess_executor, "in_process": dg.in_process_executor}
+    if kind not in executors:
+        raise ProfileError(f"{profile['file']}: executor.type {kind!r} is not one of {sorted([*executors, 'k8s'])}")
+    return executors[kind].configured(config, name=kind)
+
+
+def schedule_settings(profile: dict) -> ScheduleSettings:
+    """The evaluation schedule's settings from a profile's ``schedule`` section (weekly by default)."""
+    return _build(ScheduleSettings, profile, "schedule", _section(profile, "schedule"))
