@@ -1,0 +1,44 @@
+"""The evaluation job and its schedule: translations, bleu_table and bleu_chart again, weekly by default.
+
+One scheduling style for one asset set. Evaluation runs on a cron schedule: it is cheap next to
+training, and a fixed re-run re-scores the adapters that are there with the current test set,
+metrics and language identifier, whoever retrained them in the meantime. The data, synthetic
+and training assets are not scheduled: they cost teacher calls and GPU hours, and are rebuilt by
+hand (the UI, `mt-assets materialize`) when their inputs change; between runs, code and data
+versions (defs/versioning.py) let the UI show exactly which assets a change has made stale.
+"""
+
+import dagster as dg
+
+EVALUATION_ASSETS = ("translations", "bleu_table", "bleu_chart")
+WEEKLY = "0 3 * * 1"
+"""Mondays at 03:00."""
+
+evaluation_job = dg.define_asset_job(
+    "evaluation_job",
+    selection=dg.AssetSelection.assets(*EVALUATION_ASSETS),
+    description="Translate test_A with every system again, score the translations and redraw the chart "
+    "(the asset checks of these assets run with them).",
+)
+
+
+class ScheduleSettings(dg.Config):
+    """A profile's ``schedule`` section."""
+
+    cron: str = WEEKLY
+    """When evaluation_job runs (cron syntax)."""
+    timezone: str = "UTC"
+    running: bool = True
+    """Whether the schedule is on without anyone starting it in the UI (the daemon runs it)."""
+
+
+def evaluation_schedule(settings: ScheduleSettings) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="evaluation_schedule",
+        job=evaluation_job,
+        cron_schedule=settings.cron,
+        execution_timezone=settings.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING if settings.running else dg.DefaultScheduleStatus.STOPPED,
+        description=f"Re-runs evaluation_job ({', '.join(EVALUATION_ASSETS)}) on cron '{settings.cron}' "
+        f"({settings.timezone}).",
+    )
