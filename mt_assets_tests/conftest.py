@@ -40,3 +40,12 @@ def data_resources(lake: Path, corpus, **experiment) -> dict:
     settings = {"sample_size": 40, "seed": 7, "test_fraction": 0.25, **experiment}
     return {"io_manager": DataLakeIOManager(base_path=str(lake)), "experiment": Experiment(**settings),
             "corpus": corpus}
+
+
+SUMMARY_LINES = pytest.StashKey[list]()
+"""Lines a test module asks to show at the end of the run (the fault suite's summary)."""
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    for line in config.stash.get(SUMMARY_LINES, []):
+        terminalreporter.write_line(line)

@@ -127,7 +127,7 @@ def test_blocking_overlap_check_fails_a_planted_leak_and_stops_downstream(lake, 
 
 def test_fewer_pairs_than_requested_fails_naming_the_setting(lake, instance):
     corpus = LocalCorpus(path=str(DEMO_TSV), format="tsv", source_column="de", target_column="fr")
-    with pytest.raises(Exception, match="sample size is 5000: lower setting sample.size"):
+    with pytest.raises(Exception, match="sample size is 5000: lower setting experiment.sample_size"):
         materialize(data_resources(lake, corpus, sample_size=5000), instance)
 
 

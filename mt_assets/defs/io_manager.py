@@ -1,6 +1,8 @@
 """The data lake: Parquet tables and artifact folders on universal-pathlib, written atomically."""
 
 
+import errno
+import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -45,9 +47,13 @@ class DataLakeIOManager(dg.ConfigurableIOManager):
         if isinstance(obj, pd.DataFrame):
             target = path.with_name(path.name + ".parquet")
             temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.parquet.tmp")
-            with temp.open("wb") as handle:
-                obj.to_parquet(handle, index=False)
-            temp.rename(target)
+            try:
+                with temp.open("wb") as handle:
+                    obj.to_parquet(handle, index=False)
+                temp.rename(target)
+            except BaseException:
+                _remove(temp)  # a failed write leaves the previous table and no debris
+                raise
             context.add_output_metadata({
                 "path": dg.MetadataValue.path(str(target)),
                 "dagster/row_count": len(obj),
@@ -81,16 +87,49 @@ class DataLakeIOManager(dg.ConfigurableIOManager):
 
 
 def _replace_folder(source: Path, target: UPath) -> None:
-    """Move a local folder to `target`, replacing what was there, never exposing a partial copy."""
+    """Move a local folder to `target`, replacing what was there, never exposing a partial copy.
+
+    A failure leaves the previous version at `target` and `source` where it was (it may be the
+    only copy of hours of training); only a hard kill can leave a hidden ``.<name>.*.tmp`` behind,
+    which is never read as the asset."""
+    local = target.protocol in ("", "file", "local")
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    if target.protocol in ("", "file", "local"):
-        shutil.move(source, staging.path)
-    else:
-        staging.fs.put(str(source), staging.path, recursive=True)
+    moved = False
+    try:
+        if local:
+            try:
+                os.rename(source, staging.path)
+                moved = True
+            except OSError as err:
+                if err.errno != errno.EXDEV:
+                    raise
+                shutil.copytree(source, staging.path)  # another file system: copy, then remove below
+        else:
+            staging.fs.put(str(source), staging.path, recursive=True)
+        previous = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
+        if target.exists():
+            target.rename(previous)
+        try:
+            staging.rename(target)
+        except BaseException:
+            if previous.exists() and not target.exists():
+                previous.rename(target)
+            raise
+    except BaseException:
+        if moved:
+            os.rename(staging.path, source)
+        else:
+            _remove(staging)
+        raise
+    if not moved:
         shutil.rmtree(source)
-    previous = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
-    if target.exists():
-        target.rename(previous)
-    staging.rename(target)
-    if previous.exists():
-        previous.fs.rm(previous.path, recursive=True)
+    _remove(previous)
+
+
+def _remove(path: UPath) -> None:
+    """Delete a file or folder if it is there (best effort: cleaning up must not hide the real error)."""
+    try:
+        if path.exists():
+            path.fs.rm(path.path, recursive=True)
+    except OSError:
+        pass

@@ -37,6 +37,10 @@ class BaseModel(dg.ConfigurableResource, ABC):
     def load_tokenizer(self):
         return models.load_tokenizer(self.model_path(), self.revision)
 
+    def load_skeleton(self):
+        """The model's modules and config without its weights, to check settings against in a moment."""
+        return models.load_skeleton(self.model_path(), self.revision)
+
     def load_model(self, fresh: bool = False):
         """The model in eval mode. `fresh=True` gives a private copy (training wraps it with LoRA)."""
         key = (self.model_path(), self.revision, self.device, self.dtype)

@@ -11,7 +11,8 @@ import pandas as pd
 from mt_assets.defs.io_manager import Folder
 from mt_assets.defs.models import BaseModel
 from mt_assets.lib.hashing import table_hash
-from mt_assets.lib.training import LOG_FILE, SUMMARY_FILE, LoraRecipe, train_adapter
+from mt_assets.lib.training import (CHECKPOINTS_DIR, LOG_FILE, SUMMARY_FILE, LoraRecipe, check_prompt_fits,
+                                     check_recipe_fits_model, train_adapter)
 
 GPU_POOL = "gpu"
 LINEAGE_FILE = "lineage.json"
@@ -68,17 +69,20 @@ def adapter_asset(name: str, training_table: str, description: str) -> dg.Assets
     def _adapter(context: dg.AssetExecutionContext, table: pd.DataFrame, base_model: BaseModel,
                  training: Training) -> Folder:
         recipe = training.recipe()
+        tokenizer = base_model.load_tokenizer()
+        check_prompt_fits(tokenizer, table, recipe.max_length)  # settings first
+        check_recipe_fits_model(base_model.load_skeleton(), recipe)
+        model = base_model.load_model(fresh=True)
         staging = Path(training.staging_dir) / name
         staging.mkdir(parents=True, exist_ok=True)
-        tokenizer = base_model.load_tokenizer()
-        model = base_model.load_model(fresh=True)
         context.log.info(f"Training {name} on {len(table)} pairs of {training_table} (r={recipe.r}, "
                          f"lr={recipe.learning_rate}, epochs={recipe.epochs})")
-        result = train_adapter(model, tokenizer, table, recipe, staging, progress=context.log.info)
+        result = train_adapter(model, tokenizer, table, recipe, staging, progress=context.log.info,
+                               identity=base_model.reference())
         lineage = {"training_table": training_table, "training_table_hash": table_hash(table),
                    **base_model.reference()}
         (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2))
-        shutil.rmtree(staging / "checkpoints", ignore_errors=True)
+        shutil.rmtree(staging / CHECKPOINTS_DIR, ignore_errors=True)
         summary = result.summary
         context.add_output_metadata({
             "trainable_parameters": summary["trainable_parameters"],
@@ -87,6 +91,7 @@ def adapter_asset(name: str, training_table: str, description: str) -> dg.Assets
             "first_train_loss": summary["first_train_loss"],
             "validation_loss": summary["validation_loss"],
             "wall_seconds": summary["wall_seconds"],
+            "resumed_from": summary["resumed_from"] or "",
             "training_table_hash": lineage["training_table_hash"],
             "base_model": lineage["base_model"],
             "training_log": dg.MetadataValue.md(result.log.to_markdown(index=False)),

@@ -56,6 +56,18 @@ def load_causal_lm(name_or_path: str, revision: str | None = None, device: str =
     return model.to(device).eval()
 
 
+def load_skeleton(name_or_path: str, revision: str | None = None, setting: str = "base_model.name_or_path"):
+    """The causal LM's modules without its weights (on PyTorch's meta device): enough to check
+    settings against the architecture in a moment, before anything loads or trains."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = _load(AutoConfig, name_or_path, revision, setting)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    model.name_or_path = name_or_path
+    return model
+
+
 def _load(auto_class, name_or_path: str, revision: str | None, setting: str = "base_model.name_or_path", **kwargs):
     if _looks_local(name_or_path) and not Path(name_or_path).expanduser().exists():
         raise ModelLoadError(f"model folder {name_or_path} not found (setting {setting}): build or download it, "

@@ -8,6 +8,7 @@ the columns and a wrong table fails naming the column.
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 
 import pandas as pd
@@ -21,6 +22,17 @@ def normalize_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                        "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]")
+"""Unicode's default-ignorable characters (zero-width spaces, joiners, marks): a text of only these
+and whitespace shows nothing, so it counts as blank."""
+
+
+def is_blank(text: str) -> bool:
+    """Empty, or only whitespace and invisible (default-ignorable) characters."""
+    return not text or not _INVISIBLE.sub("", text).strip()
+
+
 def pair_id(source: str, target: str) -> str:
     """A stable id for a pair: the first 16 hex digits of SHA-256 over the normalised texts."""
     digest = hashlib.sha256(f"{normalize_text(source)}\t{normalize_text(target)}".encode("utf-8"))
@@ -28,7 +40,7 @@ def pair_id(source: str, target: str) -> str:
 
 
 def _non_blank(series: pd.Series) -> pd.Series:
-    return series.str.strip().str.len() > 0
+    return ~series.map(is_blank)
 
 
 PairSchema = pa.DataFrameSchema(

@@ -16,19 +16,28 @@ import numpy as np
 import pandas as pd
 
 from mt_assets.lib.corpus import CorpusError, RawPair
-from mt_assets.lib.pairs import make_pairs, normalize_text, pair_id
+from mt_assets.lib.pairs import is_blank, make_pairs, normalize_text, pair_id
 
 _ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
+_MAX_UNESCAPES = 3
+"""Entities are decoded until none is left, at most this often (OPUS has ``&amp;quot;``)."""
 
 
 def clean_text(text: str, counts: Counter) -> str:
-    """Remove NUL bytes, decode HTML entities (OPUS has many: ``&quot;``), fold whitespace."""
+    """Remove NUL bytes and byte-order marks (left inside text when files are concatenated),
+    decode HTML entities (OPUS has many: ``&quot;``, even ``&amp;quot;``), fold whitespace."""
     if "\x00" in text:
         counts["nul_bytes_removed"] += 1
         text = text.replace("\x00", "")
-    if _ENTITY.search(text):
+    if "\ufeff" in text:
+        counts["byte_order_marks_removed"] += 1
+        text = text.replace("\ufeff", "")
+    if "&" in text and _ENTITY.search(text):
         counts["html_entities_decoded"] += 1
-        text = html.unescape(text)
+        for _ in range(_MAX_UNESCAPES):
+            text = html.unescape(text)
+            if "&" not in text or not _ENTITY.search(text):
+                break
     return normalize_text(text)
 
 
@@ -47,7 +56,7 @@ def clean_rows(rows: Iterable[RawPair], counts: Counter,
             counts[f"skipped: {raw.skipped}"] += 1
             continue
         source, target = clean_text(raw.source, counts), clean_text(raw.target, counts)
-        if not source or not target:
+        if is_blank(source) or is_blank(target):
             counts["dropped: blank text"] += 1
             continue
         if source == target:
@@ -80,7 +89,7 @@ def sample_pairs(rows: Iterable[RawPair], size: int, seed: int, source_lang: str
     of any length streams through. The result is in corpus order.
     """
     if size < 1:
-        raise CorpusError(f"sample size must be at least 1, got {size} (setting sample.size)")
+        raise CorpusError(f"sample size must be at least 1, got {size} (setting experiment.sample_size)")
     rng = random.Random(seed)
     counts: Counter = Counter()
     reservoir: list[tuple[int, str, str]] = []
@@ -95,7 +104,7 @@ def sample_pairs(rows: Iterable[RawPair], size: int, seed: int, source_lang: str
     if counts["usable_pairs"] < size:
         raise CorpusError(
             f"{origin} has only {counts['usable_pairs']} usable pairs after cleaning ({_describe(counts)}), but "
-            f"the sample size is {size}: lower setting sample.size or use a larger corpus"
+            f"the sample size is {size}: lower setting experiment.sample_size or use a larger corpus"
         )
     reservoir.sort()
     return _table(reservoir, source_lang, target_lang, origin), dict(counts)
@@ -113,9 +122,9 @@ def _describe(counts: Counter) -> str:
 def split_train_test(sample: pd.DataFrame, test_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A seeded split; the test share is rounded and each side keeps at least one pair."""
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test fraction must be between 0 and 1, got {test_fraction} (setting sample.test_fraction)")
+        raise ValueError(f"test fraction must be between 0 and 1, got {test_fraction} (setting experiment.test_fraction)")
     if len(sample) < 2:
-        raise ValueError(f"cannot split {len(sample)} pair(s) into train and test; raise setting sample.size")
+        raise ValueError(f"cannot split {len(sample)} pair(s) into train and test; raise setting experiment.sample_size")
     order = np.random.default_rng(seed).permutation(len(sample))
     n_test = min(max(1, round(len(sample) * test_fraction)), len(sample) - 1)
     test = sample.iloc[np.sort(order[:n_test])].reset_index(drop=True)

@@ -42,7 +42,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mt_assets.lib import langid
-from mt_assets.lib.pairs import PAIR_COLUMNS, make_pairs, normalize_text
+from mt_assets.lib.pairs import PAIR_COLUMNS, is_blank, make_pairs, normalize_text
 from mt_assets.lib.synth_prompt import DEFAULT_TOPICS, build_messages, iso639_1
 from mt_assets.lib.teacher import ChatTeacher, OracleTeacher
 from mt_assets.lib.validators import MAX_EXAMPLES, Finding
@@ -182,7 +182,7 @@ class PairFilter:
 
     def _reason(self, source: str, target: str) -> str | None:
         cfg = self.config
-        if not source or not target:
+        if is_blank(source) or is_blank(target):
             return "empty"
         source_key, target_key = near_key(source), near_key(target)
         if (source_key and source_key in self.test_keys) or (target_key and target_key in self.test_keys):

@@ -3,8 +3,10 @@ and one `train_adapter` used for every adapter (B, C, D)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,6 +19,8 @@ from mt_assets.lib.prompt import build_completion, build_prompt
 
 LOG_FILE = "training_log.csv"
 SUMMARY_FILE = "training_summary.json"
+CHECKPOINTS_DIR = "checkpoints"
+"""Under the output folder while training: one folder per run fingerprint, removed at the end."""
 
 
 @dataclass(frozen=True)
@@ -133,34 +137,94 @@ class TrainingResult:
 
 
 def check_prompt_fits(tokenizer, table: pd.DataFrame, max_length: int) -> None:
-    """Fail before training when the prompt alone does not fit in max_length tokens."""
-    longest = max(table["source"], key=len)
-    row = table.loc[table["source"] == longest].iloc[0]
-    prompt_tokens = len(tokenizer(build_prompt(longest, row["source_lang"], row["target_lang"]))["input_ids"])
-    if prompt_tokens >= max_length:
+    """Fail before training when a prompt alone does not fit in max_length tokens (its pair would
+    train on nothing: the completion is cut off). Every prompt is measured, in tokens."""
+    prompts = [build_prompt(s, sl, tl) for s, sl, tl in zip(table["source"], table["source_lang"], table["target_lang"])]
+    lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    too_long = [i for i, n in enumerate(lengths) if n >= max_length]
+    if too_long:
+        worst = max(too_long, key=lambda i: lengths[i])
         raise ValueError(
-            f"the longest prompt (pair {row['pair_id']}) has {prompt_tokens} tokens, not less than max_length "
-            f"{max_length}: raise setting training.max_length or filter long sentences"
+            f"{len(too_long)} of {len(table)} prompts do not fit in max_length {max_length} tokens (setting "
+            f"training.max_length); the longest (pair {table['pair_id'].iloc[worst]}) has {lengths[worst]} tokens "
+            "before its translation starts. Raise training.max_length or filter long sentences out"
         )
 
 
+def check_recipe_fits_model(model, recipe: LoraRecipe) -> None:
+    """Fail before training when the recipe names modules the model lacks, or more positions than it has.
+
+    PEFT alone is lenient: a `target_modules` entry missing beside others that match, and any
+    missing `modules_to_save` entry, are ignored without a word, and a too long max_length fails
+    only when a long enough batch comes, mid-training.
+    """
+    from torch import nn
+
+    names = [name for name, _ in model.named_modules() if name]
+    layers = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                     if name and (isinstance(module, (nn.Linear, nn.Embedding)) or type(module).__name__ == "Conv1D")})
+    model_name = f"{type(model).__name__} ({getattr(model, 'name_or_path', '') or 'base model'})"
+
+    def found(key: str) -> bool:
+        return any(name == key or name.endswith(f".{key}") for name in names)
+
+    targets = recipe.target_modules
+    if targets is None:
+        from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as defaults
+
+        model_type = getattr(model.config, "model_type", None)
+        if model_type not in defaults:
+            raise ValueError(f"PEFT knows no default LoRA target modules for model type {model_type!r}: set "
+                             f"setting training.target_modules to some of {layers} or to [all-linear]")
+    elif isinstance(targets, str):
+        if targets != "all-linear" and not any(re.fullmatch(targets, name) for name in names):
+            raise ValueError(f"setting training.target_modules {targets!r} matches no module of {model_name}; "
+                             f"its layers are named {layers}")
+    else:
+        missing = [t for t in targets if not found(t)]
+        if missing:
+            raise ValueError(f"setting training.target_modules names {missing}, not in {model_name}: its layers "
+                             f"are named {layers}. Fix the names or use [all-linear]")
+    unsaved = [m for m in recipe.modules_to_save or [] if not found(m)]
+    if unsaved:
+        raise ValueError(f"setting training.modules_to_save names {unsaved}, not in {model_name}: its layers are "
+                         f"named {layers}")
+    positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if positions and recipe.max_length > positions:
+        raise ValueError(f"setting training.max_length {recipe.max_length} is more than the {positions} positions "
+                         f"{model_name} has: lower training.max_length to at most {positions}")
+
+
+def run_fingerprint(model, table: pd.DataFrame, recipe: LoraRecipe, identity: dict | None = None) -> str:
+    """What checkpoints must come from to be resumed: the table, the recipe and the base model
+    (its name, plus `identity`, e.g. a revision or weights hash). SHA-256 hex digest."""
+    from mt_assets.lib.hashing import table_hash
+
+    payload = {"table": table_hash(table), "recipe": asdict(recipe),
+               "base_model": str(getattr(model, "name_or_path", "")), "identity": identity or {}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, output_dir: Path,
-                  progress: Callable[[str], None] | None = None) -> TrainingResult:
+                  progress: Callable[[str], None] | None = None, identity: dict | None = None) -> TrainingResult:
     """Fine-tune LoRA adapters on a pair table and save them (PEFT format) into `output_dir`.
 
     `model` is a freshly loaded base model; it is wrapped in place. Checkpoints go to
-    `output_dir/checkpoints` while training and are removed at the end; a run started again on the
-    same folder resumes from the last one.
+    `output_dir/checkpoints/<run>` while training (`<run>`: the start of `run_fingerprint`, so
+    checkpoints of another table, recipe or base model are never resumed, and are removed); a run
+    started again on the same folder resumes from the last complete one. `identity` adds to the
+    fingerprint what the model's name does not tell (revision, weights hash).
     """
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import SFTTrainer
 
     check_prompt_fits(tokenizer, table, recipe.max_length)
+    check_recipe_fits_model(model, recipe)
     train, validation = split_validation(table, recipe.validation_fraction, recipe.seed)
     device = str(next(model.parameters()).device)
     steps_per_epoch = math.ceil(len(train) / (recipe.batch_size * recipe.gradient_accumulation_steps))
-    checkpoints = output_dir / "checkpoints"
+    checkpoints = output_dir / CHECKPOINTS_DIR / run_fingerprint(model, table, recipe, identity)[:16]
     config = sft_config(recipe, checkpoints, device, steps_per_epoch, has_validation=len(validation) > 0)
     train_tokenizer = _right_padding(tokenizer)
 
@@ -179,6 +243,8 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
         peft_config=peft_config(recipe),
         callbacks=[Report()],
     )
+    if trainer.is_world_process_zero():
+        _remove_other_runs(checkpoints, progress)
     resume = _last_checkpoint(checkpoints)
     if resume and progress:
         progress(f"resuming from {resume}")
@@ -230,10 +296,34 @@ def _right_padding(tokenizer):
 
 
 def _last_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint with the highest step that was written completely: the Trainer writes
+    trainer_state.json last, so a checkpoint cut off by a crash lacks it, or has it cut off."""
     if not folder.is_dir():
         return None
-    complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    complete = [p for p in folder.glob("checkpoint-*") if _complete_checkpoint(p)]
     return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def _complete_checkpoint(folder: Path) -> bool:
+    try:
+        step = int(folder.name.split("-")[1])
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError, IndexError):
+        return False
+    weights = [folder / "adapter_model.safetensors", folder / "adapter_model.bin"]
+    return (isinstance(state, dict) and state.get("global_step") == step
+            and any(w.is_file() and w.stat().st_size > 0 for w in weights))
+
+
+def _remove_other_runs(checkpoints: Path, progress: Callable[[str], None] | None) -> None:
+    """Remove checkpoints of other runs (another table, recipe or base model) beside this run's."""
+    import shutil
+
+    for other in checkpoints.parent.glob("*"):
+        if other != checkpoints and other.is_dir():
+            if progress:
+                progress(f"removing checkpoints {other} of another table, recipe or base model: not resumable here")
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _count_parameters(model) -> tuple[int, int]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from mt_assets.lib.pairs import normalize_text
+from mt_assets.lib.pairs import is_blank, normalize_text
 
 MAX_EXAMPLES = 5
 
@@ -31,8 +31,8 @@ def _finding(frame: pd.DataFrame, mask: pd.Series, total: int | None = None) -> 
 
 
 def blank_text(frame: pd.DataFrame) -> Finding:
-    """Rows whose source or target is empty or only whitespace."""
-    mask = (frame["source"].str.strip() == "") | (frame["target"].str.strip() == "")
+    """Rows whose source or target is empty or only whitespace (or invisible characters)."""
+    mask = frame["source"].map(is_blank) | frame["target"].map(is_blank)
     return _finding(frame, mask)
 
 

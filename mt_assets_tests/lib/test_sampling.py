@@ -46,7 +46,7 @@ def test_cleaning_counts_everything_it_drops():
 
 
 def test_fewer_pairs_than_requested_names_the_setting():
-    with pytest.raises(CorpusError, match=r"only 10 usable pairs .* sample size is 50: lower setting sample.size"):
+    with pytest.raises(CorpusError, match=r"only 10 usable pairs .* sample size is 50: lower setting experiment.sample_size"):
         draw(rows(10), size=50)
 
 
@@ -65,5 +65,5 @@ def test_split_is_seeded_disjoint_and_complete():
 @pytest.mark.parametrize("fraction", [0, 1, 1.5])
 def test_split_rejects_bad_fractions(fraction):
     sample, _ = draw(rows(30))
-    with pytest.raises(ValueError, match="sample.test_fraction"):
+    with pytest.raises(ValueError, match="experiment.test_fraction"):
         split_train_test(sample, fraction, seed=1)
