@@ -49,3 +49,24 @@ SUMMARY_LINES = pytest.StashKey[list]()
 def pytest_terminal_summary(terminalreporter, config):
     for line in config.stash.get(SUMMARY_LINES, []):
         terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def untrained_tiny_model(tmp_path_factory) -> Path:
+    """The tiny base model with its tokenizer but no pretraining: for tests of plumbing (processes,
+    the command line, the UI), not of learning. Built once per session, by the resource."""
+    from mt_assets_tests.e2e_support import tiny_base
+
+    folder = tmp_path_factory.mktemp("untrained") / "model"
+    tiny_base(folder, pretrain_steps=0).model_path()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny base model, built once per test session by the TinyBaseModel resource itself."""
+    from mt_assets_tests.e2e_support import tiny_base
+
+    folder = tmp_path_factory.mktemp("tiny") / "model"
+    tiny_base(folder).model_path()
+    return folder

@@ -17,7 +17,11 @@ DEMO_TSV = PACKAGE_DATA / "demo_corpus.tsv"
 DEMO_COLUMNS = {"source_column": "de", "target_column": "fr"}
 
 
-def tiny_base(model_dir: Path, pretrain_steps: int) -> TinyBaseModel:
+TEST_PRETRAIN_STEPS = 150
+"""Pretraining steps of the tests' tiny base model (the demo uses the TinyModelSpec default)."""
+
+
+def tiny_base(model_dir: Path, pretrain_steps: int = TEST_PRETRAIN_STEPS) -> TinyBaseModel:
     return TinyBaseModel(path=str(model_dir), corpus_path=str(DEMO_TSV), corpus_format="tsv",
                          pretrain_steps=pretrain_steps, **DEMO_COLUMNS)
 
@@ -25,8 +29,8 @@ def tiny_base(model_dir: Path, pretrain_steps: int) -> TinyBaseModel:
 def graph_resources(lake: Path, base_model: TinyBaseModel, *, sample_size: int = 60, seed: int = 42,
                     teacher=None, training: dict | None = None) -> dict:
     """Resources for the whole graph on the demo corpus, the tiny model and the oracle teacher."""
-    recipe = {"r": 32, "alpha": 64, "dropout": 0.0, "target_modules": ["all-linear"], "modules_to_save": ["wte"],
-              "learning_rate": 3e-3, "epochs": 4, "batch_size": 16, "max_length": 128, "logging_steps": 2,
+    recipe = {"r": 64, "alpha": 128, "dropout": 0.0, "target_modules": ["all-linear"],
+              "learning_rate": 3e-3, "epochs": 3, "batch_size": 8, "max_length": 128, "logging_steps": 2,
               **(training or {})}
     return {
         "io_manager": DataLakeIOManager(base_path=str(lake)),

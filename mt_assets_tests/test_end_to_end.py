@@ -30,18 +30,10 @@ def everything():
     return [*defs.assets, *defs.asset_checks]
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """The tiny base model, built once for the session by the resource itself."""
-    folder = tmp_path_factory.mktemp("tiny") / "model"
-    tiny_base(folder, pretrain_steps=120).model_path()
-    return folder
-
-
 @pytest.fixture(scope="module")
 def materialized(tmp_path_factory, tiny_model_dir):
     lake = tmp_path_factory.mktemp("e2e") / "lake"
-    resources = graph_resources(lake, tiny_base(tiny_model_dir, pretrain_steps=120))
+    resources = graph_resources(lake, tiny_base(tiny_model_dir))
     with dg.instance_for_test() as instance:
         result = dg.materialize(everything(), resources=resources, instance=instance)
         yield lake, result, resources
