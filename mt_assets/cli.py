@@ -1,25 +1,51 @@
-"""The `mt-assets` command line: run the asset graph for a profile and look at its results."""
+"""The `mt-assets` command line: run the asset graph for a profile and look at its results.
+
+    mt-assets materialize --profile demo            # every asset and check (alias: run)
+    mt-assets translate notes.de.txt --adapter adapter_B -o notes.fr.txt
+    mt-assets bleu                                  # the BLEU table of the last evaluation
+    mt-assets recipe --profile paper > recipe.json  # the LoRA recipe, for python -m mt_assets.lib.train_job
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
+BLEU_COLUMNS = ["system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "bleu_p_vs_A", "bleu_p_vs_B",
+                "off_target_rate", "empty_outputs", "training_table", "adapter_hash"]
 
-def _definitions(profile: str):
-    os.environ["MT_ASSETS_PROFILE"] = profile
-    from mt_assets.definitions import defs, profile as loaded
 
-    return defs, loaded
+def _profile(name: str) -> dict:
+    from mt_assets.defs.profiles import load_profile
+
+    return load_profile(name)
+
+
+def _resources(profile: dict) -> dict:
+    from mt_assets.defs.profiles import build_resources
+
+    return build_resources(profile)
+
+
+def _lake(profile: dict):
+    from upath import UPath
+
+    return UPath(str(profile.get("data_lake", "data_lake")))
 
 
 def materialize(args: argparse.Namespace) -> int:
     """Materialize the selected assets (default: all) and their checks on the Dagster instance."""
     import dagster as dg
 
-    defs, profile = _definitions(args.profile)
+    from mt_assets.definitions import build_definitions
+
+    profile = _profile(args.profile)
+    defs = build_definitions(profile)
     job = defs.resolve_implicit_global_asset_job_def()
     graph = defs.resolve_asset_graph()
     selection = dg.AssetSelection.from_coercible(args.select) if args.select else dg.AssetSelection.all()
@@ -33,7 +59,7 @@ def materialize(args: argparse.Namespace) -> int:
     ]
     for evaluation in failed_checks:
         print(f"  check {evaluation.asset_check_key.to_user_string()}: FAILED ({evaluation.severity.value})")
-    lake = profile.get("data_lake", "data_lake")
+    lake = str(profile.get("data_lake", "data_lake"))
     if not result.success:
         print(f"mt-assets: the run failed (run id {result.run_id}); see the log above", file=sys.stderr)
         return 1
@@ -41,15 +67,120 @@ def materialize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapter_folder(profile: dict, adapter: str, scratch: Path) -> Path:
+    """A local folder of the adapter: a folder path as given, or an adapter asset of the data lake."""
+    if Path(adapter).is_dir():
+        return Path(adapter)
+    stored = _lake(profile) / adapter
+    if not stored.is_dir():
+        raise SystemExit(f"mt-assets: no adapter folder {adapter} and no asset {adapter} at {stored}: "
+                         "materialize it first (mt-assets materialize --select adapter_B) or give a folder")
+    if stored.protocol in ("", "file", "local"):
+        return Path(stored.path)
+    stored.fs.get(stored.path, str(scratch / adapter), recursive=True)
+    return scratch / adapter
+
+
+def translate(args: argparse.Namespace) -> int:
+    """Translate a text file, one sentence a line, with the base model and (optionally) an adapter."""
+    from peft import PeftModel
+
+    from mt_assets.lib.translate import translate as run_translation
+
+    profile = _profile(args.profile)
+    resources = _resources(profile)
+    experiment, base_model, evaluation = resources["experiment"], resources["base_model"], resources["evaluation"]
+    source_lang = args.source_lang or experiment.source_lang
+    target_lang = args.target_lang or experiment.target_lang
+    lines = Path(args.input).read_text(encoding="utf-8").splitlines()
+    tokenizer = base_model.load_tokenizer()
+    model = base_model.load_model(fresh=True)
+    with tempfile.TemporaryDirectory(prefix="mt-assets-adapter-") as scratch:
+        if args.adapter:
+            folder = _adapter_folder(profile, args.adapter, Path(scratch))
+            lineage = folder / "lineage.json"
+            trained_on = json.loads(lineage.read_text()).get("base_model") if lineage.is_file() else None
+            if trained_on and trained_on != base_model.reference()["base_model"]:
+                print(f"mt-assets: warning: {args.adapter} was trained on {trained_on}, this profile's base model "
+                      f"is {base_model.reference()['base_model']}", file=sys.stderr)
+            model = PeftModel.from_pretrained(model, str(folder)).eval()
+        sentences = [line for line in lines if line.strip()]
+        outputs = iter(run_translation(model, tokenizer, sentences, source_lang, target_lang,
+                                       batch_size=args.batch_size or evaluation.batch_size,
+                                       max_new_tokens=args.max_new_tokens or evaluation.max_new_tokens))
+    translated = "".join(f"{next(outputs) if line.strip() else ''}\n" for line in lines)
+    if args.output:
+        Path(args.output).write_text(translated, encoding="utf-8")
+        print(f"mt-assets: wrote {len(sentences)} translations ({source_lang}->{target_lang}) to {args.output}",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(translated)
+    return 0
+
+
+def bleu(args: argparse.Namespace) -> int:
+    """Print the bleu_table asset of the profile's data lake."""
+    import pandas as pd
+
+    profile = _profile(args.profile)
+    path = _lake(profile) / "bleu_table.parquet"
+    if not path.exists():
+        print(f"mt-assets: no BLEU table at {path}: materialize it first (mt-assets materialize)", file=sys.stderr)
+        return 1
+    with path.open("rb") as handle:
+        table = pd.read_parquet(handle)
+    if args.format == "csv":
+        table.to_csv(sys.stdout, index=False)
+        return 0
+    shown = table[[c for c in BLEU_COLUMNS if c in table]].copy()
+    if "adapter_hash" in shown:
+        shown["adapter_hash"] = shown["adapter_hash"].str[:12]
+    print(f"BLEU table ({path}; {int(table['segments'].iloc[0])} test pairs, {table['bleu_signature'].iloc[0]})")
+    print(shown.to_markdown(index=False, floatfmt=".2f"))
+    return 0
+
+
+def recipe(args: argparse.Namespace) -> int:
+    """Print the profile's LoRA recipe as the JSON file that lib.train_job reads."""
+    print(json.dumps(asdict(_resources(_profile(args.profile))["training"].recipe()), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mt-assets", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mt-assets", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("materialize", help="materialize assets and run their checks")
-    run.add_argument("--profile", default=os.environ.get("MT_ASSETS_PROFILE", "demo"),
-                     help="profile name (demo, paper) or path of a profile YAML file (default: demo)")
+    profile = argparse.ArgumentParser(add_help=False)
+    profile.add_argument("--profile", default=os.environ.get("MT_ASSETS_PROFILE", "demo"),
+                         help="profile name (demo, paper) or path of a profile YAML file (default: demo)")
+
+    run = commands.add_parser("materialize", aliases=["run"], parents=[profile],
+                              help="materialize assets and run their checks")
     run.add_argument("--select", default=None,
                      help="Dagster asset selection, e.g. 'train_A+' (default: every asset)")
     run.set_defaults(handler=materialize)
+
+    text = commands.add_parser("translate", parents=[profile],
+                               help="translate a text file (one sentence a line) with the base model and an adapter")
+    text.add_argument("input", help="text file, one sentence a line (blank lines stay blank)")
+    text.add_argument("--adapter", default=None,
+                      help="adapter asset of the data lake (adapter_B, adapter_C, adapter_D) or an adapter folder; "
+                      "default: none (system A, the base model)")
+    text.add_argument("-o", "--output", default=None, help="output file (default: standard output)")
+    text.add_argument("--source-lang", default=None, help="default: the profile's experiment.source_lang")
+    text.add_argument("--target-lang", default=None, help="default: the profile's experiment.target_lang")
+    text.add_argument("--batch-size", type=int, default=None, help="default: the profile's evaluation.batch_size")
+    text.add_argument("--max-new-tokens", type=int, default=None,
+                      help="default: the profile's evaluation.max_new_tokens")
+    text.set_defaults(handler=translate)
+
+    scores = commands.add_parser("bleu", parents=[profile], help="print the BLEU table of the last evaluation")
+    scores.add_argument("--format", choices=["table", "csv"], default="table")
+    scores.set_defaults(handler=bleu)
+
+    lora = commands.add_parser("recipe", parents=[profile], help="print the profile's LoRA recipe as JSON")
+    lora.set_defaults(handler=recipe)
+
     args = parser.parse_args(argv)
     return args.handler(args)
 

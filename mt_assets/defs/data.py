@@ -6,6 +6,7 @@ import pandas as pd
 
 from mt_assets.defs.resources import CorpusSource, Experiment
 from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
+from mt_assets.defs.versioning import versioned
 from mt_assets.lib import validators
 from mt_assets.lib.sampling import sample_pairs, split_train_test
 
@@ -15,26 +16,28 @@ DATA_KINDS = {"pandas", "parquet"}
 @dg.asset(
     group_name="data",
     kinds=DATA_KINDS,
+    code_version="1",
     dagster_type=PairTable,
     metadata=PAIR_TABLE_METADATA,
     description="A seeded random sample of distinct, clean pairs from the configured corpus "
     "(OPUS-100 de-fr by default). What cleaning removed is counted in the metadata.",
 )
-def opus_sample(context: dg.AssetExecutionContext, experiment: Experiment, corpus: CorpusSource) -> pd.DataFrame:
+def opus_sample(context: dg.AssetExecutionContext, experiment: Experiment,
+                corpus: CorpusSource) -> dg.Output[pd.DataFrame]:
     source_lang, target_lang = experiment.check_languages()
     context.log.info(f"Sampling {experiment.sample_size} pairs from {corpus.origin} with seed {experiment.seed}")
     sample, report = sample_pairs(corpus.rows(source_lang, target_lang), experiment.sample_size,
                                   experiment.seed, source_lang, target_lang, corpus.origin)
     context.add_output_metadata({"cleaning": report, "seed": experiment.seed, "preview": preview(sample)})
-    return sample
+    return versioned(sample)
 
 
 @dg.multi_asset(
     group_name="data",
     outs={
-        "train_A": dg.AssetOut(kinds=DATA_KINDS, dagster_type=PairTable, metadata=PAIR_TABLE_METADATA,
+        "train_A": dg.AssetOut(kinds=DATA_KINDS, code_version="1", dagster_type=PairTable, metadata=PAIR_TABLE_METADATA,
                                description="The training side of the seeded split of opus_sample."),
-        "test_A": dg.AssetOut(kinds=DATA_KINDS, dagster_type=PairTable, metadata=PAIR_TABLE_METADATA,
+        "test_A": dg.AssetOut(kinds=DATA_KINDS, code_version="1", dagster_type=PairTable, metadata=PAIR_TABLE_METADATA,
                               description="The held-out side of the seeded split of opus_sample: every "
                               "system is scored on it, and nothing trains on it."),
     },
@@ -43,8 +46,8 @@ def train_test_split(context: dg.AssetExecutionContext, experiment: Experiment, 
     """Split opus_sample into train_A and test_A (test share `experiment.test_fraction`)."""
     train, test = split_train_test(opus_sample, experiment.test_fraction, experiment.seed)
     context.log.info(f"Split {len(opus_sample)} pairs into {len(train)} train and {len(test)} test")
-    yield dg.Output(train, output_name="train_A", metadata={"preview": preview(train)})
-    yield dg.Output(test, output_name="test_A", metadata={"preview": preview(test)})
+    yield versioned(train, output_name="train_A", metadata={"preview": preview(train)})
+    yield versioned(test, output_name="test_A", metadata={"preview": preview(test)})
 
 
 def check_result(finding: validators.Finding, passed: bool | None = None, severity=dg.AssetCheckSeverity.ERROR,

@@ -14,7 +14,8 @@ import pandas as pd
 
 from mt_assets.defs.io_manager import Folder
 from mt_assets.defs.models import BaseModel
-from mt_assets.defs.training import GPU_POOL, LINEAGE_FILE, read_adapter_log
+from mt_assets.defs.training import GPU_POOL, GPU_TAGS, LINEAGE_FILE, read_adapter_log
+from mt_assets.defs.versioning import versioned
 from mt_assets.lib import langid
 from mt_assets.lib.charts import bleu_bars, loss_curves
 from mt_assets.lib.hashing import folder_hash, table_hash
@@ -30,7 +31,16 @@ class Evaluation(dg.ConfigurableResource):
     """How systems are run and scored on test_A."""
 
     batch_size: int = 16
+    """Sentences per batch, when token_budget is None."""
     max_new_tokens: int = 128
+    decoder: str = "fast"
+    """fast: lib.decoding's greedy loop (preallocated KV cache, finished rows leave the batch);
+    generate: transformers' generate, the reference. Both give the same translations."""
+    token_budget: int | None = None
+    """fast decoder: batches of as many sentences as fit in this many tokens of prompt plus
+    max_new_tokens (e.g. 65536 on an 80 GB GPU for a 1.3B model); None: batch_size sentences."""
+    attention: str = "sdpa"
+    """sdpa or eager (the same results within float rounding)."""
     n_bootstrap: int = 1000
 
 
@@ -40,14 +50,16 @@ def _adapter_ins() -> dict[str, dg.AssetIn]:
 
 @dg.asset(
     group_name="evaluation",
+    code_version="1",
     kinds={"pytorch", "pandas", "parquet"},
     pool=GPU_POOL,
+    op_tags=GPU_TAGS,
     ins={"test_A": dg.AssetIn("test_A"), **_adapter_ins()},
     description="Greedy translations of test_A by system A (base model, zero-shot) and systems B, C, D "
     "(the base model with adapter_B, adapter_C, adapter_D), one row per pair and system, with lineage.",
 )
 def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_model: BaseModel,
-                 evaluation: Evaluation, **adapters) -> pd.DataFrame:
+                 evaluation: Evaluation, **adapters) -> dg.Output[pd.DataFrame]:
     from peft import PeftModel
 
     source_lang, target_lang = test_A["source_lang"].iloc[0], test_A["target_lang"].iloc[0]
@@ -72,7 +84,8 @@ def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_m
 
         run = lambda: translate(model, tokenizer, list(test_A["source"]), source_lang, target_lang,  # noqa: E731
                                 batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
-                                progress=progress, desc=f"system {system}")
+                                decoder=evaluation.decoder, token_budget=evaluation.token_budget,
+                                attention=evaluation.attention, progress=progress, desc=f"system {system}")
         if asset is None:
             with model.disable_adapter():
                 hypotheses = run()
@@ -98,7 +111,7 @@ def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_m
         "examples": dg.MetadataValue.md(
             table.groupby("system").head(2)[["system", "source", "reference", "hypothesis"]].to_markdown(index=False)),
     })
-    return table
+    return versioned(table)
 
 
 LINEAGE_COLUMNS = ["test_table_hash", "adapter", "adapter_hash", "training_table", "training_table_hash",
@@ -107,11 +120,13 @@ LINEAGE_COLUMNS = ["test_table_hash", "adapter", "adapter_hash", "training_table
 
 @dg.asset(
     group_name="evaluation",
+    code_version="1",
     kinds={"pandas", "parquet"},
     description="Per system: sacreBLEU BLEU and chrF with signatures and 95% bootstrap confidence intervals, "
     "paired bootstrap p-values against A and against B, the off-target rate, and lineage hashes.",
 )
-def bleu_table(context: dg.AssetExecutionContext, translations: pd.DataFrame, evaluation: Evaluation) -> pd.DataFrame:
+def bleu_table(context: dg.AssetExecutionContext, translations: pd.DataFrame,
+               evaluation: Evaluation) -> dg.Output[pd.DataFrame]:
     references = translations.loc[translations["system"] == "A", "reference"].tolist()
     systems = {s: g["hypothesis"].tolist() for s, g in translations.groupby("system", sort=True)}
     table = score_systems(systems, references, BASELINES, n_bootstrap=evaluation.n_bootstrap)
@@ -124,17 +139,18 @@ def bleu_table(context: dg.AssetExecutionContext, translations: pd.DataFrame, ev
     table = table.join(lineage, on="system")
     context.add_output_metadata({"scores": dg.MetadataValue.md(
         table[["system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "off_target_rate"]].round(2).to_markdown(index=False))})
-    return table
+    return versioned(table)
 
 
 @dg.asset(
     group_name="evaluation",
+    code_version="1",
     kinds={"matplotlib", "png"},
     ins={"bleu_table": dg.AssetIn("bleu_table"), **_adapter_ins()},
     description="PNG charts: BLEU and chrF per system with 95% CI error bars, and train/validation loss "
     "curves per adapter. Shown on this asset's page in the UI.",
 )
-def bleu_chart(context: dg.AssetExecutionContext, bleu_table: pd.DataFrame, **adapters) -> Folder:
+def bleu_chart(context: dg.AssetExecutionContext, bleu_table: pd.DataFrame, **adapters) -> dg.Output[Folder]:
     folder = Path(tempfile.mkdtemp(prefix="bleu_chart-"))
     signature = bleu_table["bleu_signature"].iloc[0].split("|version")[0]
     bars = bleu_bars(bleu_table, f"{len(bleu_table)} systems, {int(bleu_table['segments'].iloc[0])} test pairs")
@@ -146,7 +162,7 @@ def bleu_chart(context: dg.AssetExecutionContext, bleu_table: pd.DataFrame, **ad
         "loss_curves": dg.MetadataValue.md(_inline_png(curves, "loss curves")),
         "bleu_signature": signature,
     })
-    return Folder(folder)
+    return versioned(Folder(folder))
 
 
 def _inline_png(png: bytes, alt: str) -> str:

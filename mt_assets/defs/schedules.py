@@ -9,6 +9,7 @@ versions (defs/versioning.py) let the UI show exactly which assets a change has 
 """
 
 import dagster as dg
+import pydantic
 
 EVALUATION_ASSETS = ("translations", "bleu_table", "bleu_chart")
 WEEKLY = "0 3 * * 1"
@@ -22,7 +23,7 @@ evaluation_job = dg.define_asset_job(
 )
 
 
-class ScheduleSettings(dg.Config):
+class ScheduleSettings(pydantic.BaseModel, extra="forbid", frozen=True):
     """A profile's ``schedule`` section."""
 
     cron: str = WEEKLY
@@ -30,6 +31,15 @@ class ScheduleSettings(dg.Config):
     timezone: str = "UTC"
     running: bool = True
     """Whether the schedule is on without anyone starting it in the UI (the daemon runs it)."""
+
+    @pydantic.field_validator("cron")
+    @classmethod
+    def _cron(cls, cron: str) -> str:
+        try:
+            dg.ScheduleDefinition(name="cron_check", cron_schedule=cron, job_name="cron_check")
+        except dg.DagsterInvalidDefinitionError as err:
+            raise ValueError(f"not a cron schedule: {err}") from None
+        return cron
 
 
 def evaluation_schedule(settings: ScheduleSettings) -> dg.ScheduleDefinition:

@@ -14,6 +14,7 @@ import pandas as pd
 from mt_assets.defs.data import check_result, table_checks
 from mt_assets.defs.resources import Experiment
 from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
+from mt_assets.defs.versioning import versioned
 from mt_assets.lib import corpus, models, synth, validators
 from mt_assets.lib import teacher as lib_teacher
 from mt_assets.lib.sampling import all_pairs
@@ -126,6 +127,7 @@ class Synthesis(dg.ConfigurableResource):
 @dg.asset(
     group_name="synthetic",
     kinds=SYNTH_KINDS,
+    code_version="1",
     dagster_type=PairTable,
     metadata=PAIR_TABLE_METADATA,
     description="Synthetic parallel pairs written by the teacher from the designed prompt (role, topics, "
@@ -133,7 +135,7 @@ class Synthesis(dg.ConfigurableResource):
     "whose counts are in the metadata. Rows from the oracle teacher are real held-out pairs.",
 )
 def synth_B(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd.DataFrame,
-            experiment: Experiment, teacher: Teacher, synthesis: Synthesis) -> pd.DataFrame:
+            experiment: Experiment, teacher: Teacher, synthesis: Synthesis) -> dg.Output[pd.DataFrame]:
     backend = teacher.build(experiment, train_A, test_A)
     config = synthesis.config()
     context.log.info(f"Generating {config.target_size(len(train_A))} pairs with the {backend.backend} teacher")
@@ -153,20 +155,22 @@ def synth_B(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd
         "topic_distribution": dg.MetadataValue.md(distribution.to_markdown(index=False)),
         "preview": preview(table),
     })
-    return table
+    return versioned(table)
 
 
 @dg.asset(
     group_name="synthetic",
     kinds=SYNTH_KINDS,
+    code_version="1",
     dagster_type=PairTable,
     metadata=PAIR_TABLE_METADATA,
     description="train_A followed by synth_B, with the origin column telling them apart.",
 )
-def combined_C(context: dg.AssetExecutionContext, train_A: pd.DataFrame, synth_B: pd.DataFrame) -> pd.DataFrame:
+def combined_C(context: dg.AssetExecutionContext, train_A: pd.DataFrame,
+               synth_B: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     table, report = synth.combine_train_synth(train_A, synth_B)
     context.add_output_metadata({**report, "origins": dg.MetadataValue.json(table["origin"].value_counts().to_dict())})
-    return table
+    return versioned(table)
 
 
 @dg.asset_check(asset="synth_B", additional_ins={"test_A": dg.AssetIn("test_A")}, blocking=True,

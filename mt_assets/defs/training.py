@@ -1,6 +1,13 @@
-"""Training assets: adapter_B, adapter_C and adapter_D from one builder, in the `gpu` pool."""
+"""Training assets: adapter_B, adapter_C and adapter_D from one builder, in the `gpu` pool.
+
+Each adapter trains in a process of its own, lib.train_job, started with `accelerate launch`
+through Dagster Pipes: `training.num_processes` takes the same asset from one CPU process to DDP
+on several GPUs, and the training process's log lines and summary come back as the step's logs
+and the asset's metadata.
+"""
 
 import json
+import os
 import shutil
 from dataclasses import fields
 from pathlib import Path
@@ -10,11 +17,21 @@ import pandas as pd
 
 from mt_assets.defs.io_manager import Folder
 from mt_assets.defs.models import BaseModel
+from mt_assets.defs.versioning import versioned
 from mt_assets.lib.hashing import table_hash
+from mt_assets.lib.train_job import job_arguments, launch_command, write_recipe
 from mt_assets.lib.training import (CHECKPOINTS_DIR, LOG_FILE, SUMMARY_FILE, LoraRecipe, check_prompt_fits,
-                                     check_recipe_fits_model, train_adapter)
+                                     check_recipe_fits_model)
 
 GPU_POOL = "gpu"
+"""The concurrency pool of every asset that runs a model: its limit (1 in .dagster_home/dagster.yaml)
+is how many of them run at once; assets outside it run in parallel."""
+GPU_TAGS = {"dagster-k8s/config": {
+    "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+    "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+}}
+"""Op tags of the same assets: on Kubernetes (dagster-k8s), each runs in a pod that requests a GPU and
+tolerates GPU nodes' taint. Other executors ignore them; per_step_k8s_config in a profile adds more."""
 LINEAGE_FILE = "lineage.json"
 
 
@@ -47,6 +64,11 @@ class Training(dg.ConfigurableResource):
     gradient_checkpointing: bool = False
     staging_dir: str = "data_lake/.staging"
     """Where adapters are trained (and checkpointed, for resuming) before they enter the data lake."""
+    num_processes: int = 1
+    """Training processes `accelerate launch` starts: 1 (one GPU, or the CPU), N for DDP on N GPUs,
+    0 for one per visible GPU."""
+    accelerate_args: list[str] = []
+    """More `accelerate launch` options, e.g. ["--gpu_ids", "0,1"] or ["--main_process_port", "29501"]."""
 
     def recipe(self) -> LoraRecipe:
         values = {f.name: getattr(self, f.name) for f in fields(LoraRecipe)}
@@ -64,41 +86,45 @@ def adapter_asset(name: str, training_table: str, description: str) -> dg.Assets
         group_name="training",
         kinds={"pytorch", "peft"},
         pool=GPU_POOL,
+        op_tags=GPU_TAGS,
+        code_version="1",
         description=description,
     )
     def _adapter(context: dg.AssetExecutionContext, table: pd.DataFrame, base_model: BaseModel,
-                 training: Training) -> Folder:
+                 training: Training) -> dg.Output[Folder]:
         recipe = training.recipe()
-        tokenizer = base_model.load_tokenizer()
-        check_prompt_fits(tokenizer, table, recipe.max_length)  # settings first
+        check_prompt_fits(base_model.load_tokenizer(), table, recipe.max_length)  # settings first
         check_recipe_fits_model(base_model.load_skeleton(), recipe)
-        model = base_model.load_model(fresh=True)
+        reference = base_model.reference()  # the tiny model is built here, before training starts
         staging = Path(training.staging_dir) / name
         staging.mkdir(parents=True, exist_ok=True)
+        inputs = Path(training.staging_dir) / f".{name}.inputs"  # beside the adapter folder, not in it
+        inputs.mkdir(parents=True, exist_ok=True)
+        table.to_parquet(inputs / "table.parquet", index=False)
+        command = launch_command(
+            job_arguments(inputs / "table.parquet", base_model.model_path(),
+                          write_recipe(recipe, inputs / "recipe.json"), staging, revision=base_model.revision,
+                          device=base_model.device, dtype=base_model.dtype, identity=reference),
+            training.num_processes, extra_args=training.accelerate_args)
         context.log.info(f"Training {name} on {len(table)} pairs of {training_table} (r={recipe.r}, "
-                         f"lr={recipe.learning_rate}, epochs={recipe.epochs})")
-        result = train_adapter(model, tokenizer, table, recipe, staging, progress=context.log.info,
-                               identity=base_model.reference())
-        lineage = {"training_table": training_table, "training_table_hash": table_hash(table),
-                   **base_model.reference()}
+                         f"lr={recipe.learning_rate}, epochs={recipe.epochs}): {' '.join(command)}")
+        reported = dg.PipesSubprocessClient(env=_child_env()).run(context=context, command=command)
+        metadata = reported.get_materialize_result().metadata
+        lineage = {"training_table": training_table, "training_table_hash": table_hash(table), **reference}
         (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2))
         shutil.rmtree(staging / CHECKPOINTS_DIR, ignore_errors=True)
-        summary = result.summary
-        context.add_output_metadata({
-            "trainable_parameters": summary["trainable_parameters"],
-            "steps": summary["steps"],
-            "final_train_loss": summary["final_train_loss"],
-            "first_train_loss": summary["first_train_loss"],
-            "validation_loss": summary["validation_loss"],
-            "wall_seconds": summary["wall_seconds"],
-            "resumed_from": summary["resumed_from"] or "",
-            "training_table_hash": lineage["training_table_hash"],
-            "base_model": lineage["base_model"],
-            "training_log": dg.MetadataValue.md(result.log.to_markdown(index=False)),
-        })
-        return Folder(staging)
+        shutil.rmtree(inputs, ignore_errors=True)
+        context.add_output_metadata({**metadata, "training_table_hash": lineage["training_table_hash"],
+                                     "base_model": lineage["base_model"]})
+        return versioned(Folder(staging))
 
     return _adapter
+
+
+def _child_env() -> dict[str, str]:
+    """The training process imports this same mt_assets, installed or not."""
+    root = str(Path(__file__).resolve().parents[2])
+    return {"PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
 
 
 adapter_B = adapter_asset("adapter_B", "train_A", "LoRA adapter trained on train_A (real parallel data).")

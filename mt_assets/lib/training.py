@@ -213,7 +213,8 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
     `output_dir/checkpoints/<run>` while training (`<run>`: the start of `run_fingerprint`, so
     checkpoints of another table, recipe or base model are never resumed, and are removed); a run
     started again on the same folder resumes from the last complete one. `identity` adds to the
-    fingerprint what the model's name does not tell (revision, weights hash).
+    fingerprint what the model's name does not tell (revision, weights hash). Launched on several
+    processes (DDP, see lib.train_job), every rank trains and returns the result; only rank 0 writes files.
     """
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -251,10 +252,13 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
     started = time.perf_counter()
     outcome = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - started
-    trainer.model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
+    writer = trainer.is_world_process_zero()  # under DDP every rank trains; rank 0 alone writes
+    if writer:
+        trainer.model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
     log = training_log(trainer.state.log_history)
-    log.to_csv(output_dir / LOG_FILE, index=False)
+    if writer:
+        log.to_csv(output_dir / LOG_FILE, index=False)
     trainable, total = _count_parameters(trainer.model)
     evals = log.dropna(subset=["eval_loss"])
     trains = log.dropna(subset=["train_loss"])
@@ -272,9 +276,11 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
         "wall_seconds": round(wall, 2),
         "resumed_from": resume.name if resume else None,
         "device": device,
+        "world_size": int(trainer.args.world_size),
         "recipe": asdict(recipe),
     }
-    (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    if writer:
+        (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return TrainingResult(log=log, summary=summary)
 
 
