@@ -658,12 +658,39 @@ def test_teacher_faults_are_ridden_out_or_fail_clearly(ledger, model_dir, tables
             assert "synth_B.parquet" not in visible(lake)
             return
         assert result.success, failure_text(result)
+        scripted = server_faults.get("faults", {})
+        assert [r.fault for r in server.requests if r.fault] == [f.kind for _, f in sorted(scripted.items())], \
+            "every scripted fault reached the client"
         answered = server.answered_seeds()
         fault.kept(len(answered) == len(set(answered)), "a reply was paid for twice")
         table = pd.read_parquet(lake / "synth_B.parquet")
         fault.kept(len(table) == SYNTH["size"], f"synth_B has {len(table)} of {SYNTH['size']} pairs")
         if case == "reply cut off at the token limit":
             assert metadata(result, "synth_B")["report/replies_malformed"] == 1
+
+
+@pytest.mark.parametrize("case", ["401 for the key", "key variable unset"])
+def test_a_refused_or_missing_key_fails_at_once_naming_the_variable_never_the_key(
+        ledger, model_dir, tables, tmp_path, instance, monkeypatch, capfd, case):
+    with ledger.fault(f"teacher: {case}") as fault:
+        if case == "401 for the key":
+            monkeypatch.setenv(KEY_ENV, CANARY)
+        else:
+            monkeypatch.delenv(KEY_ENV, raising=False)
+        lake = new_lake(tmp_path, tables)
+        with loopback(tables, api_key="sk-the-right-key") as server:
+            run = spec(lake, model_dir, teacher=teacher(server.base_url, api_key_env=KEY_ENV), synthesis=SYNTH)
+            result = materialize(run, ["synth_B"], instance, raise_on_error=False)
+        failure = failure_text(result)
+        if case == "401 for the key":
+            assert "HTTP 401" in failure and f"Set {KEY_ENV} to a valid key" in failure, failure[-2000:]
+            assert server.count <= 2, "a refused key is not retried (one request per worker at most)"
+        else:
+            assert f"environment variable {KEY_ENV} is not set" in failure and server.count == 0
+        assert "synth_B.parquet" not in visible(lake)
+        captured = capfd.readouterr()
+        fault.no_secret(CANARY, {"step failure": failure, "stdout and stderr": captured.out + captured.err,
+                                 "event log": "\n".join(dg.serialize_value(e) for e in instance.all_logs(result.run_id))})
 
 
 def test_instructions_inside_teacher_output_are_only_data(ledger, model_dir, tables, tmp_path, instance):
