@@ -30,7 +30,7 @@ def graph_resources(lake: Path, base_model: TinyBaseModel, *, sample_size: int =
                     teacher=None, training: dict | None = None) -> dict:
     """Resources for the whole graph on the demo corpus, the tiny model and the oracle teacher."""
     recipe = {"r": 64, "alpha": 128, "dropout": 0.0, "target_modules": ["all-linear"],
-              "learning_rate": 3e-3, "epochs": 3, "batch_size": 8, "max_length": 128, "logging_steps": 2,
+              "learning_rate": 3e-3, "epochs": 6, "batch_size": 8, "max_length": 128, "logging_steps": 2,
               **(training or {})}
     return {
         "io_manager": DataLakeIOManager(base_path=str(lake)),
