@@ -62,6 +62,13 @@ class Training(dg.ConfigurableResource):
     logging_steps: int = 5
     seed: int = 42
     gradient_checkpointing: bool = False
+    kernels: str = "fast"
+    """fast (fused attention and GELU) or eager: the same results within float rounding."""
+    token_budget: int | None = None
+    """None: batches of batch_size pairs. A number: length-bucketed batches of up to that many padded
+    tokens (e.g. 8192 on an 80 GB GPU, 4096 with gradient_checkpointing on 16 GB); batch_size unused."""
+    loss_impl: str = "auto"
+    """auto, fused or compact (lib.trainer): how the LM head and loss run; the same loss either way."""
     staging_dir: str = "data_lake/.staging"
     """Where adapters are trained (and checkpointed, for resuming) before they enter the data lake."""
     num_processes: int = 1

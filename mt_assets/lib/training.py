@@ -8,7 +8,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,6 +53,27 @@ class LoraRecipe:
     logging_steps: int = 5
     seed: int = 42
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory (16 GB GPUs), about a third more compute."""
+    kernels: str = "fast"
+    """fast: PyTorch's fused attention (SDPA) and GELU for GPT-Neo (lib.kernels), eager's results
+    within float rounding; eager: transformers' own."""
+    token_budget: int | None = None
+    """None: batches of batch_size pairs, as the seed. A number: length-bucketed batches of at most that
+    many padded tokens (rows x longest row, at least max_length), reshuffled every epoch, and
+    batch_size is unused. Fewer, larger steps than batch_size 4: set learning_rate and epochs for them."""
+    loss_impl: str = "auto"
+    """How the LM head and loss run (lib.trainer): fused (TRL's chunked kernel), compact (the labelled
+    rows only), or auto: fused on CUDA, compact elsewhere. The same loss either way."""
+
+    def __post_init__(self) -> None:
+        if self.kernels not in ("fast", "eager"):
+            raise ValueError(f"unknown kernels {self.kernels!r} (setting training.kernels): use fast or eager")
+        if self.loss_impl not in ("auto", "fused", "compact"):
+            raise ValueError(f"unknown loss_impl {self.loss_impl!r} (setting training.loss_impl): use auto, fused "
+                             "or compact")
+        if self.token_budget is not None and self.token_budget < self.max_length:
+            raise ValueError(f"token_budget {self.token_budget} is less than max_length {self.max_length} "
+                             "(settings training.token_budget, training.max_length): a long pair would not fit")
 
 
 def peft_config(recipe: LoraRecipe):
@@ -206,7 +227,8 @@ def run_fingerprint(model, table: pd.DataFrame, recipe: LoraRecipe, identity: di
 
 
 def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, output_dir: Path,
-                  progress: Callable[[str], None] | None = None, identity: dict | None = None) -> TrainingResult:
+                  progress: Callable[[str], None] | None = None, identity: dict | None = None,
+                  callbacks: Sequence = ()) -> TrainingResult:
     """Fine-tune LoRA adapters on a pair table and save them (PEFT format) into `output_dir`.
 
     `model` is a freshly loaded base model; it is wrapped in place. Checkpoints go to
@@ -215,16 +237,20 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
     started again on the same folder resumes from the last complete one. `identity` adds to the
     fingerprint what the model's name does not tell (revision, weights hash). Launched on several
     processes (DDP, see lib.train_job), every rank trains and returns the result; only rank 0 writes files.
+    `callbacks`: more transformers TrainerCallbacks (e.g. a throughput probe).
     """
     from datasets import Dataset
     from transformers import TrainerCallback
-    from trl import SFTTrainer
+
+    from mt_assets.lib.kernels import set_kernels
+    from mt_assets.lib.trainer import lora_sft_trainer_class, resolve_loss_impl
 
     check_prompt_fits(tokenizer, table, recipe.max_length)
     check_recipe_fits_model(model, recipe)
+    set_kernels(model, recipe.kernels)
     train, validation = split_validation(table, recipe.validation_fraction, recipe.seed)
     device = str(next(model.parameters()).device)
-    steps_per_epoch = math.ceil(len(train) / (recipe.batch_size * recipe.gradient_accumulation_steps))
+    steps_per_epoch = _steps_per_epoch(tokenizer, train, recipe)
     checkpoints = output_dir / CHECKPOINTS_DIR / run_fingerprint(model, table, recipe, identity)[:16]
     config = sft_config(recipe, checkpoints, device, steps_per_epoch, has_validation=len(validation) > 0)
     train_tokenizer = _right_padding(tokenizer)
@@ -235,15 +261,17 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
                 shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in logs.items()}
                 progress(f"step {state.global_step}/{state.max_steps}: {shown}")
 
-    trainer = SFTTrainer(
+    trainer = lora_sft_trainer_class()(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(to_prompt_completion(train)),
         eval_dataset=Dataset.from_list(to_prompt_completion(validation)) if len(validation) else None,
         processing_class=train_tokenizer,
         peft_config=peft_config(recipe),
-        callbacks=[Report()],
+        callbacks=[Report(), *callbacks],
     )
+    trainer.token_budget = recipe.token_budget
+    trainer.loss_impl = resolve_loss_impl(recipe.loss_impl, device)
     if trainer.is_world_process_zero():
         _remove_other_runs(checkpoints, progress)
     resume = _last_checkpoint(checkpoints)
@@ -290,6 +318,19 @@ def training_log(history: list[dict]) -> pd.DataFrame:
             for h in history if "loss" in h or "eval_loss" in h]
     return pd.DataFrame(rows, columns=["step", "epoch", "train_loss", "eval_loss"]).astype(
         {"train_loss": float, "eval_loss": float})
+
+
+def _steps_per_epoch(tokenizer, train: pd.DataFrame, recipe: LoraRecipe) -> int:
+    """Optimizer steps per epoch: from the pair count, or with a token budget from the token lengths."""
+    if recipe.token_budget is None:
+        return math.ceil(len(train) / (recipe.batch_size * recipe.gradient_accumulation_steps))
+    from mt_assets.lib.batching import token_budget_batches
+
+    examples = to_prompt_completion(train)
+    prompts = tokenizer([e["prompt"] for e in examples])["input_ids"]
+    completions = tokenizer([e["completion"] for e in examples])["input_ids"]
+    lengths = [min(len(p) + len(c) + 1, recipe.max_length) for p, c in zip(prompts, completions)]  # + EOS
+    return math.ceil(len(token_budget_batches(lengths, recipe.token_budget)) / recipe.gradient_accumulation_steps)
 
 
 def _right_padding(tokenizer):
