@@ -2,7 +2,8 @@
 in Debian's headless Chromium. It shows the graph's groups, an asset's description, column schema
 and checks; a materialization of the whole demo graph is launched from it and succeeds; the BLEU
 chart is on bleu_chart's page. The screenshot of that page is what the README shows: set
-MT_ASSETS_SCREENSHOT_DIR=docs to write it there (with the demo's pretrained tiny model).
+MT_ASSETS_SCREENSHOT_DIR=docs to write it there (with the demo's pretrained tiny model, built at
+data_lake/tiny_base_model as `python3 dev.py demo` builds it, when it is not there yet).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from mt_assets.lib.tiny_model import TinyModelSpec
 from mt_assets_tests.e2e_support import tiny_base
 from mt_assets_tests.ops_support import write_profile
 
@@ -64,7 +66,7 @@ def dagster_ui(tmp_path_factory, untrained_tiny_model):
     home.mkdir()
     shutil.copy(ROOT / ".dagster_home" / "dagster.yaml", home / "dagster.yaml")
     if os.environ.get("MT_ASSETS_SCREENSHOT_DIR"):  # a representative picture: the demo's pretrained model
-        model, steps = folder / "tiny_base_model", 300
+        model, steps = ROOT / "data_lake" / "tiny_base_model", TinyModelSpec.pretrain_steps  # as dev.py demo builds it
         tiny_base(model, steps).model_path()
     else:
         model, steps = untrained_tiny_model, 0
