@@ -68,9 +68,12 @@ def dagster_ui(tmp_path_factory, untrained_tiny_model):
     if os.environ.get("MT_ASSETS_SCREENSHOT_DIR"):  # a representative picture: the demo's pretrained model
         model, steps = ROOT / "data_lake" / "tiny_base_model", TinyModelSpec.pretrain_steps  # as dev.py demo builds it
         tiny_base(model, steps).model_path()
-    else:
+        training = {}
+    else:  # the UI's plumbing, not learning: an untrained model, one epoch per adapter
         model, steps = untrained_tiny_model, 0
-    profile = write_profile(folder / "ui.yaml", folder / "lake", model, steps, executor={"type": "in_process"})
+        training = {"epochs": 1, "batch_size": 16}
+    profile = write_profile(folder / "ui.yaml", folder / "lake", model, steps, executor={"type": "in_process"},
+                            training=training)
     url = f"http://127.0.0.1:{free_port()}"
     env = {**os.environ, "DAGSTER_HOME": str(home), "MT_ASSETS_PROFILE": str(profile),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
