@@ -82,3 +82,14 @@ def test_data_assets_carry_groups_descriptions_kinds_and_column_schemas():
         assert {"pair_id", "source", "target", "source_lang", "target_lang", "origin"} <= {
             column.name for column in schema.columns
         }
+
+
+def test_training_resource_mirrors_every_recipe_field():
+    from dataclasses import fields
+
+    from mt_assets.defs.training import Training
+    from mt_assets.lib.training import LoraRecipe
+
+    assert {f.name for f in fields(LoraRecipe)} <= set(Training.model_fields)
+    recipe = Training(r=8, learning_rate=0.5, target_modules=["all-linear"]).recipe()
+    assert (recipe.r, recipe.learning_rate, recipe.target_modules) == (8, 0.5, "all-linear")
