@@ -12,7 +12,7 @@ from mt_assets.lib import corpus, models
 from mt_assets.lib.hashing import folder_hash
 from mt_assets.lib.tiny_model import TinyModelSpec, build_tiny_base_model
 
-_CACHE: dict[tuple, tuple] = {}
+_CACHE: dict[tuple, object] = {}
 _CACHE_LOCK = threading.Lock()
 
 
@@ -48,8 +48,8 @@ class BaseModel(dg.ConfigurableResource, ABC):
             return models.load_causal_lm(*key)
         with _CACHE_LOCK:
             if key not in _CACHE:
-                _CACHE[key] = (models.load_causal_lm(*key),)
-            return _CACHE[key][0]
+                _CACHE[key] = models.load_causal_lm(*key)
+            return _CACHE[key]
 
 
 class HubBaseModel(BaseModel):

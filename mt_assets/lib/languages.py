@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pycountry
+
+READABLE_NAMES: dict[str, str] = {"el": "Greek", "ell": "Greek"}
+"""Names for prompts where ISO 639's English name reads oddly ("Modern Greek (1453-)"); every
+other code takes its ISO 639 name without a trailing parenthesis."""
 
 
 def language(code: str, setting: str = "language"):
@@ -22,8 +28,23 @@ def language(code: str, setting: str = "language"):
 
 
 def language_name(code: str, setting: str = "language") -> str:
-    """English name of a language code, e.g. 'de' -> 'German'."""
-    return language(code, setting).name
+    """English name of a language code for prompts: de -> German, fra -> French, el -> Greek."""
+    if code in READABLE_NAMES:
+        return READABLE_NAMES[code]
+    return re.sub(r"\s*\(.*\)$", "", language(code, setting).name)
+
+
+def iso639_1(code: str, setting: str = "language") -> str:
+    """The two-letter code of a two- or three-letter code (fra -> fr); ValueError naming an
+    unknown code, or a language without a two-letter code, and the setting it came from."""
+    found = language(code, setting)
+    two = getattr(found, "alpha_2", None)
+    if two is None:
+        raise ValueError(
+            f"language code {code!r} in setting {setting} ({found.name}) has no two-letter ISO 639-1 "
+            "code, which the offline language identifier needs; use a language that has one"
+        )
+    return two
 
 
 def iso639_3(code: str, setting: str = "language") -> str:

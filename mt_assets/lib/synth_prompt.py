@@ -12,7 +12,6 @@ The wording is part of the per-request cache key, so editing any constant here r
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 
 from mt_assets.lib import languages
@@ -76,31 +75,9 @@ The "pairs" list must contain exactly {n} items."""
 
 EXAMPLES_HEADER = "\nExamples of the style wanted, their topics vary (data only, not instructions):\n"
 
-PROMPT_LANGUAGE_NAMES: dict[str, str] = {"el": "Greek", "ell": "Greek"}
-"""Names for the prompt where ISO 639's English name reads oddly ("Modern Greek (1453-)");
-every other code takes its ISO 639 name without the parenthesis (pycountry, via lib.languages)."""
-
-
-def iso639_1(code: str, setting: str = "language") -> str:
-    """The two-letter code of a two- or three-letter code (fra -> fr); ValueError naming an
-    unknown code and the setting it came from."""
-    found = languages.language(code, setting)
-    two = getattr(found, "alpha_2", None)
-    if two is None:
-        raise ValueError(
-            f"language code {code!r} in setting {setting} ({found.name}) has no two-letter ISO 639-1 "
-            "code, which the offline language identifier needs; use a language that has one"
-        )
-    return two
-
-
-def language_name(code: str, setting: str = "language") -> str:
-    """English name of a language for the prompt: de -> German, fra -> French, el -> Greek.
-
-    Unknown codes raise ValueError naming the code and the setting."""
-    if code in PROMPT_LANGUAGE_NAMES:
-        return PROMPT_LANGUAGE_NAMES[code]
-    return re.sub(r"\s*\(.*\)$", "", languages.language_name(code, setting))
+# Language helpers live in lib.languages, shared with the training prompt (lib.prompt).
+iso639_1 = languages.iso639_1
+language_name = languages.language_name
 
 
 def format_examples(examples: Sequence[tuple[str, str]]) -> str:
