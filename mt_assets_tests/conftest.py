@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -49,6 +50,25 @@ SUMMARY_LINES = pytest.StashKey[list]()
 def pytest_terminal_summary(terminalreporter, config):
     for line in config.stash.get(SUMMARY_LINES, []):
         terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def ledger(request):
+    """The fault suite's ledger, one for the whole session, so every fault module (test_faults*.py)
+    counts into the one summary line, written when the session ends."""
+    from mt_assets_tests.fault_support import Ledger
+
+    faults = Ledger()
+    yield faults
+    line = faults.summary()
+    request.config.stash.setdefault(SUMMARY_LINES, []).append(line)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None:
+        print(line, file=sys.__stdout__, flush=True)
+        return
+    with capture.global_and_fixture_disabled():  # past pytest's output capture, onto the terminal
+        reporter.write(f"\n{line}\n")
 
 
 @pytest.fixture(scope="session")

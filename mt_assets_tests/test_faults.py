@@ -40,7 +40,6 @@ from mt_assets.lib.hashing import folder_hash
 from mt_assets.lib.pairs import normalize_text
 from mt_assets.lib.synth import generate_synthetic
 from mt_assets.lib.training import train_adapter
-from mt_assets_tests.conftest import SUMMARY_LINES
 from mt_assets_tests.e2e_support import DEMO_COLUMNS, DEMO_TSV, tiny_base
 from mt_assets_tests.fault_support import (
     PRETRAIN_STEPS,
@@ -48,7 +47,6 @@ from mt_assets_tests.fault_support import (
     SPLIT,
     TRAINING,
     FaultRecord,
-    Ledger,
     complete_checkpoints,
     materialize,
     run_resources,
@@ -68,22 +66,6 @@ STEPS, EVERY = TRAINING["max_steps"], TRAINING["eval_steps"]
 
 
 # --- fixtures and helpers --------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def ledger(request):
-    """Counts the faults tried here; writes the summary line when the module is done."""
-    faults = Ledger()
-    yield faults
-    line = faults.summary()
-    request.config.stash.setdefault(SUMMARY_LINES, []).append(line)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or capture is None:
-        print(line, file=sys.__stdout__, flush=True)
-        return
-    with capture.global_and_fixture_disabled():  # past pytest's output capture, onto the terminal
-        reporter.write(f"\n{line}\n")
-
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
