@@ -1,12 +1,27 @@
-"""Fixtures of the lib tests that run models: a small pretrained GPT-Neo and one torch thread."""
+"""Fixtures of the lib tests that run models: a small pretrained GPT-Neo and one torch thread.
+
+No Dagster here: the fast paths' equality tests also run on a GPU machine that has none
+(benchmarks/gpu_check.sh loads this module as a pytest plugin, without the conftest above it).
+`MT_ASSETS_TEST_DEVICE` (default cpu) puts their models and inputs on another device, e.g. cuda;
+`MT_ASSETS_TEST_DTYPE` (default fp32) runs the ones that take a precision in bf16.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from mt_assets.defs.profiles import PACKAGE_DATA
+import mt_assets
+
+PACKAGE_DATA = Path(mt_assets.__file__).resolve().parent / "data"
+DEVICE = os.environ.get("MT_ASSETS_TEST_DEVICE", "cpu")
+"""Where the equality tests of the fast paths run their models (cpu, cuda, cuda:1)."""
+DTYPE = os.environ.get("MT_ASSETS_TEST_DTYPE", "fp32")
+"""fp32 (the default, tight tolerances) or bf16 (weights in bf16, tolerances of bf16 rounding)."""
+if DTYPE not in ("fp32", "bf16"):
+    raise ValueError(f"MT_ASSETS_TEST_DTYPE={DTYPE!r}: use fp32 or bf16")
 
 SMALL_SPEC = dict(vocab_size=400, hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=160,
                   window_size=16, block_size=64, batch_size=8, pretrain_steps=80, warmup_steps=8, seed=0)

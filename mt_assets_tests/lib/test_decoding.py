@@ -2,7 +2,9 @@
 
 Tolerance: none. On a small pretrained GPT-Neo in fp32 (a local layer whose window is shorter than
 the prompts, rows that stop at different steps, a LoRA adapter), the translations are the same
-strings and the tokens the same ids.
+strings and the tokens the same ids. In bf16 (MT_ASSETS_TEST_DTYPE, on a GPU) batches of other
+shapes round differently, and a near tie between two tokens can flip: there, at least 90% of the
+translations are the same strings.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 from mt_assets.lib.decoding import PreallocatedLayer, greedy_decode, newline_stop_rule
 from mt_assets.lib.prompt import build_prompt
 from mt_assets.lib.translate import translate
-from mt_assets_tests.lib.conftest import demo_pairs
+from mt_assets_tests.lib.conftest import DEVICE, DTYPE, demo_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 MAX_NEW = 24
@@ -26,9 +28,9 @@ def lm(small_lm):
     from mt_assets.lib.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(str(small_lm))
-    base = load_causal_lm(str(small_lm), device="cpu", dtype="fp32")
+    base = load_causal_lm(str(small_lm), device=DEVICE, dtype=DTYPE)
     torch.manual_seed(0)  # a LoRA adapter that changes the outputs: random A and B
-    adapted = get_peft_model(load_causal_lm(str(small_lm), device="cpu", dtype="fp32"),
+    adapted = get_peft_model(load_causal_lm(str(small_lm), device=DEVICE, dtype=DTYPE),
                              LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     return tokenizer, base, adapted.eval()
 
@@ -56,7 +58,11 @@ def test_fast_decoder_gives_the_translations_of_generate(lm, sources, reference,
     stats: dict = {}
     fast = translate(model, tokenizer, sources, "de", "fr", decoder="fast", max_new_tokens=MAX_NEW, stats=stats,
                      **{"kernels": "fast", **settings})
-    assert fast == reference[model_name]
+    if DTYPE == "fp32":
+        assert fast == reference[model_name]
+    else:
+        same = sum(a == b for a, b in zip(fast, reference[model_name]))
+        assert len(fast) == len(sources) and same >= 0.9 * len(sources), f"{same}/{len(sources)} the same"
     assert stats["sentences"] == len(sources) and 0 < stats["new_tokens"] <= len(sources) * MAX_NEW
     # The test is not vacuous: some rows stop early, others run to the limit, outputs differ
     lengths = {len(t) for t in fast}
@@ -66,13 +72,14 @@ def test_fast_decoder_gives_the_translations_of_generate(lm, sources, reference,
 def test_fast_tokens_are_a_prefix_of_generate_tokens_ending_at_a_stop(lm, sources):
     tokenizer, _, model = lm
     prompts = [tokenizer(build_prompt(s, "de", "fr"))["input_ids"] for s in sources[:16]]
-    stop = newline_stop_rule(tokenizer, model.get_output_embeddings().weight.shape[0], "cpu")
+    stop = newline_stop_rule(tokenizer, model.get_output_embeddings().weight.shape[0], DEVICE)
     fast = greedy_decode(model, prompts, stop, pad_id=tokenizer.pad_token_id, max_new_tokens=MAX_NEW)
     never_compacted = greedy_decode(model, prompts, stop, pad_id=tokenizer.pad_token_id, max_new_tokens=MAX_NEW,
                                     compact_fraction=2.0)
     assert fast == never_compacted  # dropping finished rows from the batch changes nothing
     for prompt, tokens in zip(prompts, fast):
-        generated = model.generate(input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        generated = model.generate(input_ids=torch.tensor([prompt], device=DEVICE),
+                                   attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=DEVICE),
                                    do_sample=False, max_new_tokens=MAX_NEW, pad_token_id=tokenizer.pad_token_id,
                                    eos_token_id=tokenizer.eos_token_id)[0, len(prompt):].tolist()
         assert generated[:len(tokens)] == tokens

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mt_assets.lib.kernels import FusedNewGELU, GPTNeoSdpaSelfAttention, kernels_of, set_kernels
+from mt_assets_tests.lib.conftest import DEVICE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,7 +23,7 @@ def gpt_neo(window_size: int = 5, layers: int = 4, dtype=torch.float32):
                           attention_types=[[["global", "local"], layers // 2]], window_size=window_size,
                           bos_token_id=0, eos_token_id=0, pad_token_id=0)
     torch.manual_seed(0)
-    return GPTNeoForCausalLM(config).to(dtype).eval()
+    return GPTNeoForCausalLM(config).to(device=DEVICE, dtype=dtype).eval()
 
 
 def left_padded_batch(rows: int = 3, width: int = 12):
@@ -33,7 +34,7 @@ def left_padded_batch(rows: int = 3, width: int = 12):
     for row, pads in enumerate([0, 4, 9][:rows]):
         mask[row, :pads] = 0
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-    return ids, mask, positions
+    return ids.to(DEVICE), mask.to(DEVICE), positions.to(DEVICE)
 
 
 def logits(model, kernels, **inputs):
@@ -86,6 +87,7 @@ def test_fast_gradients_match_eager():
     mask[2, 3:] = 0
     labels = ids.masked_fill(mask == 0, -100)
     labels[:, :2] = -100
+    ids, mask, labels = ids.to(DEVICE), mask.to(DEVICE), labels.to(DEVICE)
     grads = {}
     for kernels in ("eager", "fast"):
         set_kernels(model, kernels)
@@ -128,7 +130,7 @@ def test_set_kernels_swaps_classes_back_and_forth_and_keeps_the_weights():
 def test_fused_gelu_is_gelu_new():
     from transformers.activations import NewGELUActivation
 
-    x = torch.linspace(-8, 8, 10_001)
+    x = torch.linspace(-8, 8, 10_001, device=DEVICE)
     assert torch.allclose(FusedNewGELU()(x), NewGELUActivation()(x), atol=1e-6, rtol=0)
 
 

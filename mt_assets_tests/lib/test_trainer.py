@@ -1,7 +1,10 @@
 """lib.trainer and the fast training settings of lib.training give the reference losses.
 
-Tolerances (fp32 on CPU): losses within 1e-5 (relative), LoRA weights after training within 1e-5
-(absolute; they are of order 0.1), gradients within 1e-5 relative.
+Tolerances (fp32): losses within 1e-5 (relative), LoRA weights after training within 1e-5
+(absolute; they are of order 0.1), gradients within 1e-5 relative. In bf16 (MT_ASSETS_TEST_DTYPE,
+on a GPU): bf16 keeps 8 bits of mantissa (a rounding of 0.4%), and a loss or a gradient sums many
+rounded terms, so losses within 2e-2 relative, gradients within 2e-2 of their norm, LoRA weights
+after 2-3 steps within 5e-3.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import torch
 
 from mt_assets.lib.trainer import completion_loss, resolve_loss_impl
 from mt_assets.lib.training import LoraRecipe, to_prompt_completion, train_adapter
-from mt_assets_tests.lib.conftest import demo_pairs
+from mt_assets_tests.lib.conftest import DEVICE, DTYPE, demo_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+BF16 = DTYPE == "bf16"
+LOSS_RTOL = 2e-2 if BF16 else 1e-5
+WEIGHT_ATOL = 5e-3 if BF16 else 1e-5
 
 
 def lora_model(folder: Path):
@@ -25,7 +31,7 @@ def lora_model(folder: Path):
     from mt_assets.lib.models import load_causal_lm
 
     torch.manual_seed(0)
-    model = load_causal_lm(str(folder), device="cpu", dtype="fp32")
+    model = load_causal_lm(str(folder), device=DEVICE, dtype=DTYPE)
     return get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                             init_lora_weights=False)).train()
 
@@ -44,7 +50,7 @@ def training_batch(tokenizer, n: int = 6):
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
     target = torch.tensor([lab + [-100] * (width - len(lab)) for lab in labels])
-    return ids, mask, target
+    return ids.to(DEVICE), mask.to(DEVICE), target.to(DEVICE)
 
 
 def lora_grads(model) -> dict[str, torch.Tensor]:
@@ -81,15 +87,18 @@ def test_completion_loss_matches_the_full_logits_loss_and_trl_fused_head(small_l
     fused = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
     fused.loss.backward()
     results["fused"] = (fused.loss.detach(), lora_grads(model))
-    assert torch.isclose(stats["entropy_sum"], fused.entropy.sum(), rtol=1e-5)
+    assert torch.isclose(stats["entropy_sum"].float(), fused.entropy.sum().float(), rtol=LOSS_RTOL)
 
     reference_loss, reference_grads = results["full"]
     for name in ("compact", "fused"):
         loss, grads = results[name]
-        assert torch.isclose(loss, reference_loss, rtol=1e-5, atol=0), name
+        assert torch.isclose(loss.float(), reference_loss.float(), rtol=LOSS_RTOL, atol=0), name
         assert grads.keys() == reference_grads.keys() and grads
         for key, grad in reference_grads.items():
-            assert torch.allclose(grads[key], grad, rtol=1e-5, atol=1e-7), (name, key)
+            if BF16:
+                assert (grads[key].float() - grad.float()).norm() <= 2e-2 * grad.float().norm(), (name, key)
+            else:
+                assert torch.allclose(grads[key], grad, rtol=1e-5, atol=1e-7), (name, key)
 
 
 def test_loss_impl_auto_is_compact_on_cpu():
@@ -103,15 +112,16 @@ def train(folder: Path, out: Path, table, **recipe):
     from mt_assets.lib.models import load_causal_lm, load_tokenizer
 
     settings = dict(r=4, alpha=8, dropout=0.1, max_length=128, batch_size=4, learning_rate=3e-3, max_steps=3,
-                    logging_steps=1, validation_fraction=0.25, eval_steps=3, seed=5)
-    model = load_causal_lm(str(folder), device="cpu", dtype="fp32")
+                    logging_steps=1, validation_fraction=0.25, eval_steps=3, seed=5,
+                    mixed_precision="bf16" if BF16 else "no")
+    model = load_causal_lm(str(folder), device=DEVICE, dtype="fp32")
     result = train_adapter(model, load_tokenizer(str(folder)), table, LoraRecipe(**{**settings, **recipe}), out)
     from safetensors.torch import load_file
 
     return result, load_file(out / "adapter_model.safetensors")
 
 
-def assert_same_training(a, b, rtol=1e-5):
+def assert_same_training(a, b, rtol=LOSS_RTOL):
     (result_a, weights_a), (result_b, weights_b) = a, b
     losses_a, losses_b = result_a.log["train_loss"].dropna(), result_b.log["train_loss"].dropna()
     assert len(losses_a) == len(losses_b) > 0
@@ -120,7 +130,7 @@ def assert_same_training(a, b, rtol=1e-5):
     assert evals_a.to_numpy() == pytest.approx(evals_b.to_numpy(), rel=rtol)
     assert weights_a.keys() == weights_b.keys()
     for key in weights_a:
-        assert torch.allclose(weights_a[key], weights_b[key], atol=1e-5, rtol=0), key
+        assert torch.allclose(weights_a[key], weights_b[key], atol=WEIGHT_ATOL, rtol=0), key
 
 
 def test_fast_kernels_and_compact_loss_train_as_eager_kernels_and_trl_fused_loss(small_lm, tmp_path):
