@@ -9,6 +9,14 @@ round, and the table shows each one's median. Prompts and targets are real Multi
     python benchmarks/throughput.py --device cpu --threads 1     # tiny GPT-Neo, a few minutes
     python benchmarks/throughput.py --device cuda                # GPT-Neo-1.3B architecture, random weights
     python benchmarks/throughput.py --device cuda --model EleutherAI/gpt-neo-1.3B   # a real model
+    python benchmarks/throughput.py --device cpu --arch gemma3-270m   # Gemma 3 270M: fp32 against bf16
+
+`--arch gemma3-270m` builds Gemma 3 270M's architecture (google/gemma-3-270m's config: 18 layers,
+hidden 640, a 262,144-token vocabulary whose LM head is most of the model) with random weights; the
+4k BPE below emits the first 4,096 ids only, so tokens per pair are this BPE's, not Gemma's. On CPU
+its two configurations are `fp32` and `bf16` (bf16 autocast for training, bf16 weights for
+translation), side by side; on CUDA the project's settings. `gemma3-tiny` is the same family at
+test sizes (for the smoke runs).
 
 Models: on CPU the tiny demo architecture (lib.tiny_model's defaults), on CUDA GPT-Neo-1.3B's,
 each built from its config with random weights, with a 4k byte-level BPE tokenizer trained here on
@@ -22,7 +30,9 @@ comes from $MT_ASSETS_SHARED_DATA/multi30k (default ../shared/data beside the pr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
+import dataclasses
 import datetime as dt
 import gc
 import gzip
@@ -46,6 +56,16 @@ GPT_NEO_1_3B = dict(vocab_size=50257, max_position_embeddings=2048, hidden_size=
                     activation_function="gelu_new", embed_dropout=0.0, attention_dropout=0.0, resid_dropout=0.0,
                     layer_norm_epsilon=1e-5, tie_word_embeddings=True)
 """EleutherAI/gpt-neo-1.3B's config.json, as GPTNeoConfig arguments."""
+GEMMA3_270M = dict(vocab_size=262144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
+                   num_attention_heads=4, num_key_value_heads=1, head_dim=256, sliding_window=512,
+                   max_position_embeddings=32768, query_pre_attn_scalar=256, rms_norm_eps=1e-6,
+                   hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
+                   rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                    "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}})
+"""google/gemma-3-270m's config.json, as Gemma3TextConfig arguments (every 6th layer global)."""
+ARCHS = {"gpt-neo": None, "gemma3-270m": GEMMA3_270M,
+         "gemma3-tiny": {**GEMMA3_270M, "vocab_size": 8192, "hidden_size": 64, "intermediate_size": 128,
+                         "num_hidden_layers": 2, "head_dim": 16, "query_pre_attn_scalar": 16}}
 TOKENIZER_VOCAB = 4096
 """The BPE trained here (the tiny model's): about 60 tokens per training pair, near what GPT-2's
 tokenizer gives for these German and French sentences (a 50k BPE trained on the corpus itself
@@ -67,12 +87,21 @@ class Config:
     decoder: str = "fast"           # translation: fast, generate
     translate_batch_size: int = 4
     translate_budget: int | None = None
+    translate_dtype: str | None = None  # weights for translation (None: as dtype)
     memory_limit_gib: float | None = None
     notes: str = ""
 
 
-def configs(device: str, bf16: bool) -> dict[str, Config]:
-    """The seed's settings and the project's, for this device."""
+def configs(device: str, bf16: bool, arch: str = "gpt-neo") -> dict[str, Config]:
+    """The seed's settings and the project's, for this device (for Gemma on CPU: fp32 against bf16)."""
+    if device == "cpu" and arch.startswith("gemma"):
+        return {
+            "fp32": Config("fp32", "fp32", "no", "fast", token_budget=1024, decoder="fast", translate_budget=4096,
+                           notes="fp32 weights, 1k-token batches, SDPA, compact loss, greedy loop with 4k-token batches"),
+            "bf16": Config("bf16", "fp32", "bf16", "fast", token_budget=1024, decoder="fast", translate_budget=4096,
+                           translate_dtype="bf16",
+                           notes="as fp32, training under bf16 autocast, translation with bf16 weights"),
+        }
     if device == "cpu":
         return {
             "seed": Config("seed", "fp32", "no", "eager", batch_size=4, loss_impl="fused", decoder="generate",
@@ -133,10 +162,10 @@ def build_tokenizer_folder(folder: Path, vocab_size: int, texts: list[str]) -> P
 class ModelFactory:
     """Fresh models for each measurement: `train_adapter` wraps the model it gets in place."""
 
-    def __init__(self, device: str, model: str | None, work: Path, texts: list[str]):
+    def __init__(self, device: str, model: str | None, work: Path, texts: list[str], arch: str = "gpt-neo"):
         from mt_assets.lib.models import load_tokenizer
 
-        self.device, self.model = device, model
+        self.device, self.model, self.arch = device, model, arch
         if model:
             self.tokenizer = load_tokenizer(model)
             self.description = model
@@ -146,6 +175,8 @@ class ModelFactory:
             self.folder = folder
             self.description = ("tiny GPT-Neo (lib.tiny_model defaults), random weights" if device == "cpu"
                                 else "GPT-Neo-1.3B architecture, random weights")
+            if arch != "gpt-neo":
+                self.description = f"{arch} architecture (Gemma 3), random weights"
 
     def __call__(self, dtype: str):
         import torch
@@ -154,16 +185,19 @@ class ModelFactory:
 
         if self.model:
             return load_causal_lm(self.model, device=self.device, dtype=dtype)
-        from transformers import AutoConfig, GPTNeoConfig, GPTNeoForCausalLM
+        from transformers import AutoConfig, Gemma3ForCausalLM, Gemma3TextConfig, GPTNeoConfig, GPTNeoForCausalLM
 
         eos = self.tokenizer.eos_token_id
-        if self.device == "cpu":
-            config = AutoConfig.from_pretrained(self.folder)
+        ids = dict(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+        if self.arch != "gpt-neo":
+            model_class, config = Gemma3ForCausalLM, Gemma3TextConfig(**ARCHS[self.arch], **ids)
+        elif self.device == "cpu":
+            model_class, config = GPTNeoForCausalLM, AutoConfig.from_pretrained(self.folder)
         else:
-            config = GPTNeoConfig(**GPT_NEO_1_3B, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+            model_class, config = GPTNeoForCausalLM, GPTNeoConfig(**GPT_NEO_1_3B, **ids)
         torch.manual_seed(0)
         with torch.device(self.device):
-            model = GPTNeoForCausalLM(config).to(pick_dtype(self.device, dtype))
+            model = model_class(config).to(pick_dtype(self.device, dtype))
         model.generation_config.pad_token_id = eos
         return model.eval()
 
@@ -260,6 +294,23 @@ def throughput_callback(device: str, warmup_steps: int):
     return Throughput()
 
 
+def cpu_autocast(recipe, device: str):
+    """The recipe to train with and the autocast to train under: where lib.training refuses bf16 on
+    a CPU, the recipe trains without mixed precision inside torch's CPU bf16 autocast, which is
+    what transformers' `bf16=True` runs there."""
+    import torch
+
+    from mt_assets.lib.training import precision_flags
+
+    if device != "cpu" or recipe.mixed_precision != "bf16":
+        return recipe, contextlib.nullcontext()
+    try:
+        precision_flags(recipe, device)
+        return recipe, contextlib.nullcontext()
+    except ValueError:
+        return dataclasses.replace(recipe, mixed_precision="no"), torch.autocast("cpu", dtype=torch.bfloat16)
+
+
 def measure_training(config: Config, factory: ModelFactory, table, args, work: Path) -> dict:
     from mt_assets.lib.training import LoraRecipe, train_adapter
 
@@ -269,8 +320,9 @@ def measure_training(config: Config, factory: ModelFactory, table, args, work: P
                         mixed_precision=config.mixed_precision, validation_fraction=0.0, eval_steps=10 ** 9,
                         logging_steps=1, gradient_checkpointing=config.gradient_checkpointing,
                         kernels=config.kernels, token_budget=config.token_budget, loss_impl=config.loss_impl)
+    recipe, autocast = cpu_autocast(recipe, args.device)
     probe = throughput_callback(args.device, args.warmup_steps)
-    with tempfile.TemporaryDirectory(dir=work) as out, PeakMemory(args.device) as memory:
+    with tempfile.TemporaryDirectory(dir=work) as out, PeakMemory(args.device) as memory, autocast:
         model = factory(config.dtype)
         result = train_adapter(model, factory.tokenizer, table, recipe, Path(out), callbacks=[probe])
         del model
@@ -283,7 +335,7 @@ def measure_translation(config: Config, factory: ModelFactory, sources: list[str
 
     stats: dict = {}
     with PeakMemory(args.device) as memory:
-        model = factory(config.dtype)
+        model = factory(config.translate_dtype or config.dtype)
         _sync(args.device)
         started = time.perf_counter()
         outputs = translate(model, factory.tokenizer, sources, "de", "fr", batch_size=config.translate_batch_size,
@@ -315,8 +367,8 @@ def summarize(results: dict) -> dict:
             "translate_new_tokens_per_s": median_of(tr, "new_tokens_per_s") if tr else None,
             "translate_peak_gib": max(r["peak_memory_gib"] for r in tr) if tr else None,
         }
-    if "seed" in table:
-        base = table["seed"]
+    if table:  # ratios against the seed's settings (Gemma on CPU: against fp32)
+        base = table["seed" if "seed" in table else next(iter(table))]
         for row in table.values():
             row["train_speedup"] = round(row["train_tokens_per_s"] / base["train_tokens_per_s"], 2)
             if row["translate_new_tokens_per_s"] and base["translate_new_tokens_per_s"]:
@@ -325,8 +377,9 @@ def summarize(results: dict) -> dict:
 
 
 def markdown(table: dict) -> str:
+    base = "seed" if "seed" in table else next(iter(table), "seed")
     lines = ["| configuration | train tokens/s | train peak GiB | translate sentences/s | translate new tokens/s "
-             "| translate peak GiB | train × seed | translate × seed |",
+             f"| translate peak GiB | train × {base} | translate × {base} |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
 
     def show(value, digits=1):
@@ -368,6 +421,8 @@ def main(argv=None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     parser.add_argument("--model", default=None, help="a real model (Hub id or folder) instead of random weights")
+    parser.add_argument("--arch", default="gpt-neo", choices=sorted(ARCHS),
+                        help="the architecture built with random weights (default gpt-neo: tiny on CPU, 1.3B on CUDA)")
     parser.add_argument("--configs", default=None, help="comma-separated subset of: seed, project, t4 (GPU)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default: 3 CPU, 1 GPU)")
     parser.add_argument("--warmup-steps", type=int, default=None, help="training steps not timed (default 2 CPU, 5 GPU)")
@@ -405,7 +460,7 @@ def main(argv=None) -> dict:
     if args.seed_sentences is None:
         args.seed_sentences = args.sentences if cpu else 64
     bf16 = not cpu and torch.cuda.is_bf16_supported()
-    available = configs(args.device, bf16)
+    available = configs(args.device, bf16, args.arch)
     chosen = [available[n] for n in (args.configs.split(",") if args.configs else available)]
     args.work_dir.mkdir(parents=True, exist_ok=True)
 
@@ -413,7 +468,8 @@ def main(argv=None) -> dict:
     test = multi30k("test_2016_flickr")
     if args.train_pairs:
         train = train.sample(n=min(args.train_pairs, len(train)), random_state=0).reset_index(drop=True)
-    factory = ModelFactory(args.device, args.model, args.work_dir, list(train["source"]) + list(train["target"]))
+    factory = ModelFactory(args.device, args.model, args.work_dir, list(train["source"]) + list(train["target"]),
+                           args.arch)
     print(f"device: {device_name(args.device)}; model: {factory.description}; {len(train)} training pairs", flush=True)
 
     results = {c.name: {"training": [], "translation": []} for c in chosen}

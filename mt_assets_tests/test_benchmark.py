@@ -37,3 +37,38 @@ def test_throughput_benchmark_reports_seed_and_project_side_by_side(tmp_path, ca
     assert report["configurations"]["seed"]["decoder"] == "generate"
     assert report["configurations"]["project"]["token_budget"] == 2048
     assert "| seed |" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_runs_every_stage_and_writes_the_gpu_json(shared_data, tmp_path):
+    """benchmarks/gpu_check.sh --smoke: the device check's stages on this CPU at tiny sizes, with the
+    JSON the GPU run writes (what the one device call relies on, tried here first)."""
+    import os
+    import subprocess
+
+    script = SCRIPT.parent / "gpu_check.sh"
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+           "MT_ASSETS_SHARED_DATA": str(shared_data)}
+    done = subprocess.run(["bash", str(script), "--smoke"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert report["mode"] == "smoke" and report["device"] == "CPU"
+    assert {"torch", "transformers", "trl", "peft", "datasets"} <= report["versions"].keys()
+    assert list(report["stages"]) == ["tests_fp32", "throughput", "tests_bf16", "gemma"]
+    for name in ("tests_fp32", "tests_bf16"):
+        stage = report["stages"][name]
+        assert stage["status"] == "ok" and stage["passed"] > 0 and stage["failed"] == stage["errors"] == 0, stage
+    assert report["equality_tests_pass"] is True
+    assert set(report["stages"]["throughput"]["summary"]) == {"seed", "project"}
+    assert set(report["stages"]["gemma"]["summary"]) == {"fp32", "bf16"}
+    for name in ("throughput", "gemma"):
+        stage = report["stages"][name]
+        assert stage["status"] == "ok" and (tmp_path / "out" / stage["json"]).is_file()
+        assert all(row["train_tokens_per_s"] > 0 and row["translate_new_tokens_per_s"] > 0
+                   for row in stage["summary"].values())
+    assert set(report["targets"]) == {"project_train_tokens_per_s", "project_train_peak_gib",
+                                      "project_translate_new_tokens_per_s", "t4_peak_gib"}
+    assert report["targets"]["project_train_tokens_per_s"]["measured"] == \
+        report["stages"]["throughput"]["summary"]["project"]["train_tokens_per_s"]
+    assert report["targets"]["t4_peak_gib"]["met"] is None  # no t4 row on a CPU
+    assert "== GPU check (smoke)" in done.stdout
