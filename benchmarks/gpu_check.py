@@ -9,8 +9,9 @@ Stages run as subprocesses, so a stage that fails or runs out of its time is rec
 next one still runs. The equality tests are lib tests (`mt_assets_tests/lib/test_kernels.py`,
 `test_trainer.py`, `test_decoding.py`) loaded with their own conftest as a plugin and without
 the suite's Dagster fixtures; `MT_ASSETS_TEST_DEVICE` and `MT_ASSETS_TEST_DTYPE` put them on the
-device and in bf16. Writes into `--out` (the device's $OUT): gpu_check.json (every stage's
-outcome, the versions, the targets met or not), each stage's log and the benchmark's JSON files.
+device and in bf16. Writes into `--out` (the device's $OUT, at most 8 files come back): gpu_check.json
+(every stage's outcome, the versions, the targets met or not), each stage's log, the benchmark's
+JSON files and profile.txt (one training step of each GPT-Neo configuration, by operator).
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def stage_plan(smoke: bool, out: Path) -> list[dict]:
         fp32_tests, bf16_tests = None, BF16_TESTS
     return [  # shares of the 420 s budget; a stage also gets what the stages before it left unused
         dict(name="tests_fp32", kind="tests", share=100, dtype="fp32", select=fp32_tests),
-        dict(name="throughput", kind="throughput", share=180,
-             command=neo + ["--out", str(out / "throughput-gpt-neo.json")]),
+        dict(name="throughput", kind="throughput", share=180,  # and one profiled step of each configuration
+             command=neo + ["--out", str(out / "throughput-gpt-neo.json"), "--profile", str(out / "profile.txt")]),
         dict(name="tests_bf16", kind="tests", share=60, dtype="bf16", select=bf16_tests),
         dict(name="gemma", kind="throughput", share=80, command=gemma + ["--out", str(out / "throughput-gemma.json")]),
     ]

@@ -96,9 +96,9 @@ def configs(device: str, bf16: bool, arch: str = "gpt-neo") -> dict[str, Config]
     """The seed's settings and the project's, for this device (for Gemma on CPU: fp32 against bf16)."""
     if device == "cpu" and arch.startswith("gemma"):
         return {
-            "fp32": Config("fp32", "fp32", "no", "fast", token_budget=1024, decoder="fast", translate_budget=4096,
-                           notes="fp32 weights, 1k-token batches, SDPA, compact loss, greedy loop with 4k-token batches"),
-            "bf16": Config("bf16", "fp32", "bf16", "fast", token_budget=1024, decoder="fast", translate_budget=4096,
+            "fp32": Config("fp32", "fp32", "no", "fast", token_budget=512, decoder="fast", translate_budget=2048,
+                           notes="fp32 weights, 512-token batches, SDPA, compact loss, greedy loop with 2k-token batches"),
+            "bf16": Config("bf16", "fp32", "bf16", "fast", token_budget=512, decoder="fast", translate_budget=2048,
                            translate_dtype="bf16",
                            notes="as fp32, training under bf16 autocast, translation with bf16 weights"),
         }
@@ -294,6 +294,32 @@ def throughput_callback(device: str, warmup_steps: int):
     return Throughput()
 
 
+def profile_callback(step: int, title: str, out: Path):
+    """A TrainerCallback that profiles training step `step` (torch.profiler, CPU and CUDA) and appends
+    its operators by total time to `out`: where a step's time goes."""
+    import torch
+    from transformers import TrainerCallback
+
+    class Profile(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step + 1 == step:
+                activities = [torch.profiler.ProfilerActivity.CPU]
+                if torch.cuda.is_available():
+                    activities.append(torch.profiler.ProfilerActivity.CUDA)
+                self.profiler = torch.profiler.profile(activities=activities)
+                self.profiler.__enter__()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                self.profiler.__exit__(None, None, None)
+                sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+                with out.open("a") as handle:
+                    handle.write(f"== {title}: training step {step}, by {sort}\n")
+                    handle.write(self.profiler.key_averages().table(sort_by=sort, row_limit=25) + "\n\n")
+
+    return Profile()
+
+
 def cpu_autocast(recipe, device: str):
     """The recipe to train with and the autocast to train under: where lib.training refuses bf16 on
     a CPU, the recipe trains without mixed precision inside torch's CPU bf16 autocast, which is
@@ -322,9 +348,13 @@ def measure_training(config: Config, factory: ModelFactory, table, args, work: P
                         kernels=config.kernels, token_budget=config.token_budget, loss_impl=config.loss_impl)
     recipe, autocast = cpu_autocast(recipe, args.device)
     probe = throughput_callback(args.device, args.warmup_steps)
+    callbacks = [probe]
+    if args.profile and config.name not in args.profiled:  # its last warm-up step, in the first round
+        args.profiled.append(config.name)
+        callbacks.insert(0, profile_callback(args.warmup_steps, config.name, args.profile))
     with tempfile.TemporaryDirectory(dir=work) as out, PeakMemory(args.device) as memory, autocast:
         model = factory(config.dtype)
-        result = train_adapter(model, factory.tokenizer, table, recipe, Path(out), callbacks=[probe])
+        result = train_adapter(model, factory.tokenizer, table, recipe, Path(out), callbacks=callbacks)
         del model
     return {**probe.result(), "peak_memory_gib": round(memory.gib, 3),
             "final_train_loss": result.summary["final_train_loss"]}
@@ -438,15 +468,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 48 CPU, 128 GPU (evaluation's)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--skip-translation", action="store_true")
+    parser.add_argument("--profile", type=Path, default=None, help="profile each configuration's last warm-up "
+                        "training step (torch.profiler) into this text file")
     parser.add_argument("--work-dir", type=Path, default=ROOT / "benchmarks" / "results" / "work")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/...)")
     args = parser.parse_args(argv)
+    args.profiled = []
 
     import torch
 
     from mt_assets.lib.models import pick_device
 
     args.device = pick_device(args.device)
+    load_at_start = os.getloadavg()
     cpu = args.device == "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -496,6 +530,8 @@ def main(argv=None) -> dict:
         "device": device_name(args.device),
         "model": factory.description,
         "torch": torch.__version__,
+        "load_average_1_5_15_min": {"start": [round(x, 2) for x in load_at_start],
+                                    "end": [round(x, 2) for x in os.getloadavg()]},
         "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "configurations": {c.name: c.__dict__ for c in chosen},
         "tokens_per_training_pair": mean_tokens(factory.tokenizer, train),

@@ -72,3 +72,6 @@ def test_gpu_check_smoke_runs_every_stage_and_writes_the_gpu_json(shared_data, t
         report["stages"]["throughput"]["summary"]["project"]["train_tokens_per_s"]
     assert report["targets"]["t4_peak_gib"]["met"] is None  # no t4 row on a CPU
     assert "== GPU check (smoke)" in done.stdout
+    profile = (tmp_path / "out" / "profile.txt").read_text()
+    assert "== seed: training step 1" in profile and "== project: training step 1" in profile and "aten::" in profile
+    assert len(list((tmp_path / "out").iterdir())) <= 8  # what comes back from the device
