@@ -4,7 +4,8 @@ Tolerances (fp32): losses within 1e-5 (relative), LoRA weights after training wi
 (absolute; they are of order 0.1), gradients within 1e-5 relative. In bf16 (MT_ASSETS_TEST_DTYPE,
 on a GPU): bf16 keeps 8 bits of mantissa (a rounding of 0.4%), and a loss or a gradient sums many
 rounded terms, so losses within 2e-2 relative, gradients within 2e-2 of their norm, LoRA weights
-after 2-3 steps within 5e-3.
+after 2-3 steps within 5e-2 of their norm (Adam's first steps move a weight by about the learning
+rate whatever its gradient's size, so a tiny gradient whose sign flips moves it the other way).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from mt_assets_tests.lib.conftest import DEVICE, DTYPE, demo_pairs
 pytestmark = pytest.mark.usefixtures("one_thread")
 BF16 = DTYPE == "bf16"
 LOSS_RTOL = 2e-2 if BF16 else 1e-5
-WEIGHT_ATOL = 5e-3 if BF16 else 1e-5
 
 
 def lora_model(folder: Path):
@@ -130,7 +130,10 @@ def assert_same_training(a, b, rtol=LOSS_RTOL):
     assert evals_a.to_numpy() == pytest.approx(evals_b.to_numpy(), rel=rtol)
     assert weights_a.keys() == weights_b.keys()
     for key in weights_a:
-        assert torch.allclose(weights_a[key], weights_b[key], atol=WEIGHT_ATOL, rtol=0), key
+        if BF16:
+            assert (weights_a[key] - weights_b[key]).norm() <= 5e-2 * weights_b[key].norm(), key
+        else:
+            assert torch.allclose(weights_a[key], weights_b[key], atol=1e-5, rtol=0), key
 
 
 def test_fast_kernels_and_compact_loss_train_as_eager_kernels_and_trl_fused_loss(small_lm, tmp_path):
