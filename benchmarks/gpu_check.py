@@ -2,16 +2,17 @@
 throughput benchmark (seed, project and t4 on GPT-Neo-1.3B's architecture; the project's settings
 on Gemma 3 270M's), each stage within its share of one time budget, all results in one JSON.
 
-    benchmarks/gpu_check.sh             # on a GPU machine (prepared here by benchmarks/gpu_prepare.sh)
-    benchmarks/gpu_check.sh --smoke     # on this CPU: the same stages at tiny sizes, the same JSON
+    benchmarks/gpu_check.sh             # on a GPU machine (prepared by benchmarks/gpu_prepare.sh)
+    benchmarks/gpu_check.sh --smoke     # on a CPU: the same stages at tiny sizes, the same JSON
 
 Stages run as subprocesses, so a stage that fails or runs out of its time is recorded and the
 next one still runs. The equality tests are lib tests (`mt_assets_tests/lib/test_kernels.py`,
 `test_trainer.py`, `test_decoding.py`) loaded with their own conftest as a plugin and without
 the suite's Dagster fixtures; `MT_ASSETS_TEST_DEVICE` and `MT_ASSETS_TEST_DTYPE` put them on the
-device and in bf16. Writes into `--out` (the device's $OUT, at most 8 files come back): gpu_check.json
-(every stage's outcome, the versions, the targets met or not), each stage's log, the benchmark's
-JSON files and profile.txt (one training step of each GPT-Neo configuration, by operator).
+device and in bf16. Writes eight files into `--out` (default $OUT, else
+benchmarks/results/gpu-check): gpu_check.json (every stage's outcome, the versions, the targets
+met or not), each stage's log, the benchmark's JSON files and profile.txt (one training step of
+each GPT-Neo configuration, by operator).
 """
 
 from __future__ import annotations

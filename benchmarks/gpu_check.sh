@@ -3,9 +3,9 @@
 # in fp32 and bf16, then the throughput benchmark, within 8 minutes on one H100/H200; JSON and logs
 # under $OUT.
 #
-#   benchmarks/gpu_check.sh           on the GPU machine: installs the wheels of .whl/ (filled by
+#   benchmarks/gpu_check.sh           on a GPU machine: installs the wheels of .whl/ (filled by
 #                                     benchmarks/gpu_prepare.sh) and reads Multi30k from .gpu_data/
-#   benchmarks/gpu_check.sh --smoke   here, on the CPU, with this Python (PYTHON=...): tiny sizes,
+#   benchmarks/gpu_check.sh --smoke   on a CPU, with PYTHON (default python3): tiny sizes,
 #                                     the same stages and the same JSON, nothing installed
 set -u
 cd "$(dirname "$0")/.."

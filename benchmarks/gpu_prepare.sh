@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Prepares the GPU check (benchmarks/gpu_check.sh) here, before the one device call:
-# - .whl/: wheels of the packages the GPU machine lacks or has in another version (it has torch,
-#   an older transformers, accelerate, no trl, datasets or dagster), for Python 3.12 on x86-64,
-#   at the versions of requirements.lock;
-# - .gpu_data/multi30k/: the Multi30k de/fr files the benchmark reads (../shared does not travel);
-# - both folders ignored through .git/info/exclude; then it prints their size and the call to make.
+# Prepares the GPU check (benchmarks/gpu_check.sh) on a machine with PyPI, for a GPU machine
+# that has no network and gets a copy of the checkout:
+# - .whl/: wheels of the packages such a machine lacks or has in another version (an image with
+#   torch, an older transformers, accelerate, and no trl, datasets or dagster), for Python 3.12 on
+#   x86-64, at the versions of requirements.lock;
+# - .gpu_data/multi30k/: the Multi30k de/fr files the benchmark reads (../shared/data is outside
+#   the checkout);
+# - both folders ignored (.gitignore, and .git/info/exclude); then it prints what the copy weighs
+#   and the command to run there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -31,9 +34,9 @@ tracked=$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)
 untracked=$(git ls-files -z --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1 || true)
 carried=$(du -cb .whl .gpu_data | tail -1 | cut -f1)
 echo "wheels: $(ls .whl | tr '\n' ' ')"
-echo "travels: tracked $((tracked / 1024)) KiB + untracked ${untracked:-0} B + carried $((carried / 1024)) KiB" \
+echo "the copy: tracked $((tracked / 1024)) KiB + untracked ${untracked:-0} B + carried $((carried / 1024)) KiB" \
      "= $(((tracked + ${untracked:-0} + carried) / 1048576)) MiB of 64 MiB"
 echo
-echo "The device call (one run, timeout_s 570):"
-echo "  command: bash benchmarks/gpu_check.sh"
-echo "  carry:   [\".whl\", \".gpu_data\"]"
+echo "On the GPU machine (ends within 8 minutes; give it 570 s), with the ignored .whl and .gpu_data copied along:"
+echo "  command:      bash benchmarks/gpu_check.sh"
+echo "  copied along: .whl .gpu_data"
