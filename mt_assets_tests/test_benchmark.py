@@ -75,3 +75,17 @@ def test_gpu_check_smoke_runs_every_stage_and_writes_the_gpu_json(shared_data, t
     profile = (tmp_path / "out" / "profile.txt").read_text()
     assert "== seed: training step 1" in profile and "== project: training step 1" in profile and "aten::" in profile
     assert len(list((tmp_path / "out").iterdir())) <= 8  # what comes back from the device
+
+
+def test_gpu_check_out_of_time_records_every_stage_as_skipped(tmp_path):
+    """A budget too short for any stage still writes the JSON, each stage marked skipped with the
+    time left, so a run cut short says what it did not do."""
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT.parent / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    report = gpu_check.main(["--smoke", "--budget", "10", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "gpu_check.json").read_text()) == report
+    assert list(report["stages"]) == ["tests_fp32", "throughput", "tests_bf16", "gemma"]
+    assert all(stage["status"] == "skipped" and "s left" in stage["reason"] for stage in report["stages"].values())
+    assert report["equality_tests_pass"] is False
+    assert all(target["met"] is None for target in report["targets"].values())
