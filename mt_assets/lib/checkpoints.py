@@ -40,6 +40,24 @@ def complete_checkpoint(folder: Path) -> bool:
             and any(w.is_file() and w.stat().st_size > 0 for w in weights))
 
 
+def training_ended(checkpoint: Path) -> bool:
+    """The checkpoint was written at the last step of its training (a run that ended but whose
+    adapter did not reach the data lake)."""
+    state = json.loads((checkpoint / STATE_FILE).read_text())
+    return state.get("max_steps", 0) > 0 and state["global_step"] >= state["max_steps"]
+
+
+def load_final_checkpoint(trainer, checkpoint: Path) -> None:
+    """Load a checkpoint of the last step into a trainer's PEFT model and state, without training:
+    transformers, resuming from it, would train one step past the end."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    set_peft_model_state_dict(trainer.model, load_file(checkpoint / "adapter_model.safetensors"))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / STATE_FILE))
+
+
 def remove_other_runs(checkpoints: Path, progress: Callable[[str], None] | None) -> None:
     """Remove checkpoints of other runs (another table, recipe or base model) beside this run's."""
     for other in checkpoints.parent.glob("*"):

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mt_assets.lib.checkpoints import last_checkpoint, mirror_callback, remove_other_runs
+from mt_assets.lib.checkpoints import (last_checkpoint, load_final_checkpoint, mirror_callback, remove_other_runs,
+                                      training_ended)
 from mt_assets.lib.hashing import table_hash
 from mt_assets.lib.prompt import build_completion, build_prompt
 
@@ -23,8 +24,9 @@ LOG_FILE = "training_log.csv"
 SUMMARY_FILE = "training_summary.json"
 CHECKPOINTS_DIR = "checkpoints"
 """Where checkpoints go while training (by default under the output folder): one folder per run fingerprint."""
-RUN_FIELDS = ("wall_seconds", "resumed_from")
-"""Summary fields that differ between runs training the same adapter: returned and reported, but
+RUN_FIELDS = ("wall_seconds", "resumed_from", "mean_train_loss")
+"""Summary fields that differ between runs training the same adapter (the mean loss is over the steps
+this run trained, after the checkpoint it resumed): returned and reported, but
 kept out of the adapter folder's training_summary.json, so a retrained identical adapter hashes the same."""
 
 
@@ -288,7 +290,11 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
     if resume and progress:
         progress(f"resuming from {resume}")
     started = time.perf_counter()
-    outcome = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if resume and training_ended(resume):  # transformers would train one step past the end: the checkpoint is it
+        load_final_checkpoint(trainer, resume)
+        mean_loss = None
+    else:
+        mean_loss = float(trainer.train(resume_from_checkpoint=str(resume) if resume else None).training_loss)
     wall = time.perf_counter() - started
     writer = trainer.is_world_process_zero()  # under DDP every rank trains; rank 0 alone writes
     if writer:
@@ -310,7 +316,7 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
         "validation_pairs": len(validation),
         "first_train_loss": float(trains["train_loss"].iloc[0]) if len(trains) else None,
         "final_train_loss": float(trains["train_loss"].iloc[-1]) if len(trains) else None,
-        "mean_train_loss": float(outcome.training_loss),
+        "mean_train_loss": mean_loss,
         "validation_loss": float(evals["eval_loss"].iloc[-1]) if len(evals) else None,
         "wall_seconds": round(wall, 2),
         "resumed_from": resume.name if resume else None,
