@@ -112,7 +112,8 @@ def test_two_runs_of_the_same_work_take_turns(ledger, model_dir, tables, tmp_pat
 def test_killing_only_the_parent_leaves_no_trainer_behind(ledger, model_dir, tables, tmp_path):
     with ledger.fault("training: the run's own process is killed, not its process group") as fault:
         lake = new_lake(tmp_path, tables)
-        child = start_child(spec(lake, model_dir), ["adapter_B"], tmp_path)
+        long_run = spec(lake, model_dir, training={"max_steps": 60})  # longer than the wait below
+        child = start_child(long_run, ["adapter_B"], tmp_path)
         marker = str(lake / ".staging")
         wait_for(lambda: bool(trainer_processes(marker)), child, 300, "a training process")
         trainers = trainer_processes(marker)
@@ -127,6 +128,8 @@ def test_killing_only_the_parent_leaves_no_trainer_behind(ledger, model_dir, tab
         except ProcessLookupError:
             pass
         fault.kept(left == [], f"processes {left} (trainer {trainers}) kept running after their run was killed")
+        written = list((lake / ".staging").glob("*/adapter-*/training_summary.json"))
+        fault.kept(written == [], f"an orphaned trainer finished and wrote {written}")
 
 
 @pytest.mark.slow

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
+from upath import UPath
 
 from mt_assets.lib import langid
 from mt_assets.lib.pairs import PAIR_COLUMNS, is_blank, make_pairs, normalize_text
@@ -263,12 +264,16 @@ class RequestCache:
     """One JSON file per answered request under ``directory``, named by ``request_key``.
 
     Files are written to a temporary file in the same folder and renamed into place (atomic on
-    POSIX and Windows), so a reader never sees half a file. Each file also records the request
-    (identity, seed, messages) and the reply, for auditing. No secrets are stored.
+    POSIX and Windows), so a reader never sees half a file. ``directory`` may also be a URL of an
+    object store (``s3://bucket/lake/.teacher_cache``), where a cache outlives the machine: an
+    object is written whole when its upload ends, so no temporary name is needed there. Each file
+    also records the request (identity, seed, messages) and the reply, for auditing. No secrets
+    are stored.
     """
 
     def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(directory)
+        remote = UPath(directory).protocol not in ("", "file", "local")
+        self.directory = UPath(directory) if remote else Path(directory)
 
     @staticmethod
     def request_key(identity: dict, messages: Sequence[dict], seed: int) -> str:
@@ -296,6 +301,9 @@ class RequestCache:
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({**record, "key": key, "reply": reply}, ensure_ascii=False, indent=1)
+        if isinstance(self.directory, UPath):
+            path.write_text(payload, encoding="utf-8")
+            return path
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -199,7 +199,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--base-model", required=True, help="Hugging Face Hub id or local model folder")
     parser.add_argument("--revision", default=None, help="Hub revision of the base model")
     parser.add_argument("--recipe", type=Path, default=None,
-                        help="JSON file of LoraRecipe fields (`mt-assets recipe` writes one); default: the seed recipe")
+                        help="JSON file of LoraRecipe fields (`mt-assets recipe` writes one); default: LoraRecipe's defaults")
     parser.add_argument("--output-dir", type=Path, required=True,
                         help="where the adapter goes; a folder with checkpoints/ resumes from the last one")
     parser.add_argument("--device", default="auto", help="auto (this rank's GPU, else CPU), cpu, cuda:N")

@@ -32,7 +32,8 @@ kept out of the adapter folder's training_summary.json, so a retrained identical
 
 @dataclass(frozen=True)
 class LoraRecipe:
-    """LoRA hyperparameters. The defaults are the seed experiment's recipe."""
+    """LoRA hyperparameters. The defaults are the seed experiment's, except that `validation_fraction`
+    holds a tenth of the training table out for validation loss (the seed trained on all of it)."""
 
     r: int = 16
     alpha: int = 64
@@ -54,7 +55,8 @@ class LoraRecipe:
     mixed_precision: str = "auto"
     """auto: bf16 on GPUs that support it, fp16 on older GPUs, none on CPU; or bf16, fp16, no."""
     validation_fraction: float = 0.1
-    """Held-out share of the adapter's own training table for validation loss (never test_A)."""
+    """Held-out share of the adapter's own training table for validation loss (never test_A); those
+    pairs are not trained on. 0: train on every pair, no validation loss."""
     eval_steps: int | None = None
     """Steps between validation losses; None: twice per epoch."""
     logging_steps: int = 5
