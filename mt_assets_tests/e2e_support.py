@@ -39,6 +39,6 @@ def graph_resources(lake: Path, base_model: TinyBaseModel, *, sample_size: int =
         "base_model": base_model,
         "teacher": teacher or OracleTeacherCorpus(path=str(DEMO_TSV), format="tsv", **DEMO_COLUMNS),
         "synthesis": Synthesis(cache_dir=str(lake / ".teacher_cache")),
-        "training": Training(staging_dir=str(lake / ".staging"), **recipe),
+        "training": Training(**recipe),  # staging: the default, .staging/ inside the lake
         "evaluation": Evaluation(batch_size=32, max_new_tokens=40, n_bootstrap=200),
     }

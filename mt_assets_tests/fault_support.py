@@ -164,10 +164,11 @@ def wait_for(condition: Callable[[], bool], child: Child, timeout_s: float, what
         watch()
 
 
-def complete_checkpoints(staging: Path) -> list[Path]:
-    """Checkpoint folders under an adapter's staging folder whose trainer_state.json is whole."""
+def complete_checkpoints(staging: Path, asset: str = "adapter_B") -> list[Path]:
+    """Checkpoint folders in an adapter's work folders under a staging folder (lib.staging) whose
+    trainer_state.json is whole."""
     found = []
-    for state in staging.glob("checkpoints/*/checkpoint-*/trainer_state.json"):
+    for state in staging.glob(f"{asset}-*/checkpoints/*/checkpoint-*/trainer_state.json"):
         try:
             json.loads(state.read_text())
         except (OSError, ValueError):

@@ -5,6 +5,7 @@ exactly for the GPU assets, with the object-store secrets and the profile's reso
 from __future__ import annotations
 
 import copy
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ from dagster_k8s.job import UserDefinedDagsterK8sConfig, get_user_defined_k8s_co
 
 from mt_assets.definitions import build_definitions
 from mt_assets.defs.profiles import load_profile
+from mt_assets.lib.staging import WorkFolder, checkpoint_mirror, staging_root
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 GPU_ASSETS = {"adapter_B", "adapter_C", "adapter_D", "translations"}
@@ -78,7 +80,14 @@ def test_definitions_load_with_the_k8s_executor_and_object_storage(k8s):
     assert defs.resources["io_manager"].base_path == profile["data_lake"]
     assert profile["base_model"]["type"] == "hub"  # extends: paper
     assert config["job_namespace"] == "mt-assets"
-    assert not profile["training"]["staging_dir"].startswith(profile["data_lake"])  # pod-local scratch
+    # what a restarted pod resumes from is on the lake, not on the pod's disk
+    assert profile["synthesis"]["cache_dir"].startswith(profile["data_lake"] + "/")
+    assert "staging_dir" not in profile["training"]
+    training = defs.resources["training"]
+    root = staging_root(training.staging_dir, profile["data_lake"])
+    assert root.is_relative_to(tempfile.gettempdir())  # trains on the pod's disk
+    work = WorkFolder.for_work(root, "adapter_B", "table", {}, {})
+    assert checkpoint_mirror(profile["data_lake"], work) == f"{profile['data_lake']}/.staging/{work.folder.name}/checkpoints"
 
 
 @pytest.mark.parametrize("asset", sorted(GPU_ASSETS))

@@ -4,10 +4,11 @@
 import dagster as dg
 import pandas as pd
 
-from mt_assets.defs.resources import CorpusSource, Experiment
+from mt_assets.defs.resources import CorpusSource, Experiment, HuggingFaceCorpus
 from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib import validators
+from mt_assets.lib.hub import hub_commit
 from mt_assets.lib.sampling import sample_pairs, split_train_test
 
 DATA_KINDS = {"pandas", "parquet"}
@@ -28,8 +29,17 @@ def opus_sample(context: dg.AssetExecutionContext, experiment: Experiment,
     context.log.info(f"Sampling {experiment.sample_size} pairs from {corpus.origin} with seed {experiment.seed}")
     sample, report = sample_pairs(corpus.rows(source_lang, target_lang), experiment.sample_size,
                                   experiment.seed, source_lang, target_lang, corpus.origin)
-    context.add_output_metadata({"cleaning": report, "seed": experiment.seed, "preview": preview(sample)})
+    context.add_output_metadata({"cleaning": report, "seed": experiment.seed, "preview": preview(sample),
+                                 "corpus_revision": corpus_revision(corpus)})
     return versioned(sample)
+
+
+def corpus_revision(corpus: CorpusSource) -> str:
+    """For lineage: the commit the Hub serves for a Hub dataset's configured revision (unset: its
+    default branch); the configured revision when unresolved; empty for a local corpus."""
+    if not isinstance(corpus, HuggingFaceCorpus):
+        return ""
+    return hub_commit(corpus.dataset, corpus.revision, "dataset") or corpus.revision or ""
 
 
 @dg.multi_asset(

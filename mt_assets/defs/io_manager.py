@@ -5,6 +5,7 @@ import errno
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,9 @@ class Folder:
     data lake whole (local lake) or uploads it and removes the local copy (object storage)."""
 
     path: Path
+    stored: Callable[[], None] | None = None
+    """Called once the folder is in place in the lake: e.g. removing the checkpoints it was trained
+    from, which a failed move must leave for the rerun."""
 
 
 class DataLakeIOManager(dg.ConfigurableIOManager):
@@ -62,6 +66,8 @@ class DataLakeIOManager(dg.ConfigurableIOManager):
         elif isinstance(obj, Folder):
             content_hash = folder_hash(obj.path)
             _replace_folder(obj.path, path)
+            if obj.stored:
+                obj.stored()
             context.add_output_metadata({
                 "path": dg.MetadataValue.path(str(path)),
                 "content_hash": content_hash,

@@ -10,6 +10,7 @@ import dagster as dg
 
 from mt_assets.lib import corpus, models
 from mt_assets.lib.hashing import folder_hash
+from mt_assets.lib.hub import hub_commit
 from mt_assets.lib.tiny_model import TinyModelSpec, build_tiny_base_model
 
 _CACHE: dict[tuple, object] = {}
@@ -63,7 +64,9 @@ class HubBaseModel(BaseModel):
 
     @property
     def revision(self) -> str | None:
-        return self.hub_revision
+        """The commit the Hub serves for `hub_revision` (unset: the default branch), so that lineage
+        records it and every step loads the same files; `hub_revision` itself when unresolved."""
+        return hub_commit(self.name_or_path, self.hub_revision) or self.hub_revision
 
 
 class TinyBaseModel(BaseModel):

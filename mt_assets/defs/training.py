@@ -8,20 +8,21 @@ and the asset's metadata.
 
 import json
 import os
-import shutil
-from dataclasses import fields
+from dataclasses import asdict, fields
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from mt_assets.defs.io_manager import Folder
+from mt_assets.defs.io_manager import DataLakeIOManager, Folder
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.versioning import versioned
+from mt_assets.lib.checkpoints import remove_mirror, restore_checkpoints
 from mt_assets.lib.hashing import table_hash
-from mt_assets.lib.train_job import job_arguments, launch_command, write_recipe
-from mt_assets.lib.training import (CHECKPOINTS_DIR, LOG_FILE, SUMMARY_FILE, LoraRecipe, check_prompt_fits,
-                                     check_recipe_fits_model)
+from mt_assets.lib.staging import WorkFolder, checkpoint_mirror, staging_root
+from mt_assets.lib.train_job import WATCH_ENV, adapter_metadata, job_arguments, launch_command, write_recipe
+from mt_assets.lib.training import LOG_FILE, SUMMARY_FILE, LoraRecipe, check_prompt_fits, check_recipe_fits_model
 
 GPU_POOL = "gpu"
 """The concurrency pool of every asset that runs a model: its limit (1 in .dagster_home/dagster.yaml)
@@ -37,7 +38,10 @@ LINEAGE_FILE = "lineage.json"
 
 class Training(dg.ConfigurableResource):
     """The LoRA recipe shared by every adapter (see lib.training.LoraRecipe for each field).
-    Defaults are the seed recipe; profiles override what they need."""
+    Defaults are the seed experiment's hyperparameters with one difference: `validation_fraction`
+    (0.1) holds a seeded tenth of each adapter's own training table out of training for its
+    validation loss, so adapter_B trains on 720 of train_A's 800 pairs (the seed trained on all).
+    0 trains on every pair and reports no validation loss. Profiles override what they need."""
 
     r: int = 16
     alpha: int = 64
@@ -69,8 +73,11 @@ class Training(dg.ConfigurableResource):
     tokens (e.g. 8192 on an 80 GB GPU, 4096 with gradient_checkpointing on 16 GB); batch_size unused."""
     loss_impl: str = "auto"
     """auto, fused or compact (lib.trainer): how the LM head and loss run; the same loss either way."""
-    staging_dir: str = "data_lake/.staging"
-    """Where adapters are trained (and checkpointed, for resuming) before they enter the data lake."""
+    staging_dir: str | None = None
+    """Where adapters are trained (and checkpointed, for resuming) before they enter the data lake, one
+    locked work folder per table, recipe and base model (lib.staging). None: `.staging/` inside a local
+    data lake; with the lake on object storage, a folder of the system's temporary directory, with
+    each checkpoint copied to `<lake>/.staging/` as it is written and copied back on the next run."""
     num_processes: int = 1
     """Training processes `accelerate launch` starts: 1 (one GPU, or the CPU), N for DDP on N GPUs,
     0 for one per visible GPU."""
@@ -98,40 +105,55 @@ def adapter_asset(name: str, training_table: str, description: str) -> dg.Assets
         description=description,
     )
     def _adapter(context: dg.AssetExecutionContext, table: pd.DataFrame, base_model: BaseModel,
-                 training: Training) -> dg.Output[Folder]:
+                 training: Training, io_manager: dg.ResourceParam[DataLakeIOManager]) -> dg.Output[Folder]:
         recipe = training.recipe()
         check_prompt_fits(base_model.load_tokenizer(), table, recipe.max_length)  # settings first
         check_recipe_fits_model(base_model.load_skeleton(), recipe)
         reference = base_model.reference()  # the tiny model is built here, before training starts
-        staging = Path(training.staging_dir) / name
-        staging.mkdir(parents=True, exist_ok=True)
-        inputs = Path(training.staging_dir) / f".{name}.inputs"  # beside the adapter folder, not in it
-        inputs.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(inputs / "table.parquet", index=False)
-        command = launch_command(
-            job_arguments(inputs / "table.parquet", base_model.model_path(),
-                          write_recipe(recipe, inputs / "recipe.json"), staging, revision=base_model.revision,
-                          device=base_model.device, dtype=base_model.dtype, identity=reference),
-            training.num_processes, extra_args=training.accelerate_args)
-        context.log.info(f"Training {name} on {len(table)} pairs of {training_table} (r={recipe.r}, "
-                         f"lr={recipe.learning_rate}, epochs={recipe.epochs}): {' '.join(command)}")
-        reported = dg.PipesSubprocessClient(env=_child_env()).run(context=context, command=command)
-        metadata = reported.get_materialize_result().metadata
-        lineage = {"training_table": training_table, "training_table_hash": table_hash(table), **reference}
-        (staging / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2))
-        shutil.rmtree(staging / CHECKPOINTS_DIR, ignore_errors=True)
-        shutil.rmtree(inputs, ignore_errors=True)
-        context.add_output_metadata({**metadata, "training_table_hash": lineage["training_table_hash"],
-                                     "base_model": lineage["base_model"]})
-        return versioned(Folder(staging))
+        work = WorkFolder.for_work(staging_root(training.staging_dir, io_manager.base_path), name, table_hash(table),
+                                   asdict(recipe), reference)
+        mirror = checkpoint_mirror(io_manager.base_path, work)
+        with work.locked(context.log.warning):
+            table.to_parquet(work.table, index=False)
+            if mirror:
+                restore_checkpoints(mirror, work.checkpoints, context.log.info)
+            output, run_report = work.adapter(context.run_id), work.run_report(context.run_id)
+            command = launch_command(
+                job_arguments(work.table, base_model.model_path(), write_recipe(recipe, work.recipe), output,
+                              revision=base_model.revision, device=base_model.device, dtype=base_model.dtype,
+                              identity=reference, checkpoint_dir=work.checkpoints, checkpoint_mirror=mirror,
+                              run_report=run_report),
+                training.num_processes, extra_args=training.accelerate_args)
+            context.log.info(f"Training {name} on {len(table)} pairs of {training_table} (r={recipe.r}, "
+                             f"lr={recipe.learning_rate}, epochs={recipe.epochs}) in {work.folder}: {' '.join(command)}")
+            dg.PipesSubprocessClient(env=_child_env()).run(context=context, command=command)
+            metadata = adapter_metadata(output, run_report)
+            read = read_adapter_summary(output)["training_table_hash"]  # the hash of the file the trainer read
+            if read != table_hash(table):
+                raise RuntimeError(f"the trainer read a table other than {training_table} from {work.table} "
+                                   f"(hash {read[:16]}, not {table_hash(table)[:16]}): was it changed while "
+                                   "training? Materialize the asset again")
+            lineage = {"training_table": training_table, "training_table_hash": read, **reference}
+            (output / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2))
+        context.add_output_metadata({**metadata, "training_log": dg.MetadataValue.md(metadata["training_log"]),
+                                     "training_table_hash": read, "base_model": lineage["base_model"]})
+        return versioned(Folder(output, stored=partial(_remove_work, work, mirror)))
 
     return _adapter
 
 
+def _remove_work(work: WorkFolder, mirror: str | None) -> None:
+    """Once the adapter is in the lake: its checkpoints and staged inputs go, unless another run of
+    the same work is using them now (that run removes them when its own adapter is stored)."""
+    if work.remove_if_unused() and mirror:
+        remove_mirror(mirror)
+
+
 def _child_env() -> dict[str, str]:
-    """The training process imports this same mt_assets, installed or not."""
+    """The training process imports this same mt_assets, installed or not, and ends with this process."""
     root = str(Path(__file__).resolve().parents[2])
-    return {"PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    return {"PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]),
+            WATCH_ENV: str(os.getpid())}
 
 
 adapter_B = adapter_asset("adapter_B", "train_A", "LoRA adapter trained on train_A (real parallel data).")

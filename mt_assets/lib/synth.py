@@ -23,19 +23,16 @@ Given the same cache contents the result is the same, however the run was interr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
-import tempfile
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,6 +40,7 @@ from tqdm.auto import tqdm
 
 from mt_assets.lib import langid
 from mt_assets.lib.pairs import PAIR_COLUMNS, is_blank, make_pairs, normalize_text
+from mt_assets.lib.synth_cache import RequestCache
 from mt_assets.lib.synth_prompt import DEFAULT_TOPICS, build_messages, iso639_1
 from mt_assets.lib.teacher import ChatTeacher, OracleTeacher
 from mt_assets.lib.validators import MAX_EXAMPLES, Finding
@@ -255,61 +253,6 @@ def combine_train_synth(train: pd.DataFrame, synth: pd.DataFrame) -> tuple[pd.Da
     report = {"train_rows": len(train), "synth_rows": len(synth),
               "synth_dropped_repeating_train": int(repeated.sum()), "rows": len(combined)}
     return combined, report
-
-
-# --- the per-request cache --------------------------------------------------------------------
-
-class RequestCache:
-    """One JSON file per answered request under ``directory``, named by ``request_key``.
-
-    Files are written to a temporary file in the same folder and renamed into place (atomic on
-    POSIX and Windows), so a reader never sees half a file. Each file also records the request
-    (identity, seed, messages) and the reply, for auditing. No secrets are stored.
-    """
-
-    def __init__(self, directory: str | os.PathLike):
-        self.directory = Path(directory)
-
-    @staticmethod
-    def request_key(identity: dict, messages: Sequence[dict], seed: int) -> str:
-        canonical = json.dumps({"identity": identity, "messages": [dict(m) for m in messages], "seed": seed},
-                               sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-    def path(self, key: str) -> Path:
-        return self.directory / key[:2] / f"{key}.json"
-
-    def get(self, key: str) -> str | None:
-        """The cached reply, or None. An unreadable file counts as missing (it is re-requested)."""
-        path = self.path(key)
-        try:
-            with path.open(encoding="utf-8") as handle:
-                record = json.load(handle)
-            reply = record["reply"]
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return reply if isinstance(reply, str) else None
-
-    def put(self, key: str, reply: str, record: dict) -> Path:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({**record, "key": key, "reply": reply}, ensure_ascii=False, indent=1)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self.directory.glob("*/*.json")) if self.directory.is_dir() else 0
 
 
 # --- configuration and planning -------------------------------------------------------------

@@ -7,8 +7,10 @@ through Dagster Pipes with `accelerate launch`, and that runs the same way from 
 
 With ``--multi_gpu --num_processes N`` the same command trains with DDP on N GPUs (TRL's
 SFTTrainer reads the ranks that accelerate sets). Every rank trains; only rank 0 writes the adapter
-and reports. Launched by Dagster Pipes, rank 0 sends its progress as log lines and the training
-summary as the asset's materialization metadata; launched from a shell, it prints them.
+and reports. Launched by Dagster Pipes, rank 0 sends its progress as log lines; the asset takes its
+metadata from the files rank 0 wrote (`adapter_metadata`), not from a message that a reader could cut
+off. Launched from a shell, it prints them. The process ends when the process that launched the run
+ends (`die_with_parent`), so a killed run leaves no trainer writing into its folder.
 
 Plain Python: `dagster_pipes` is the small, dependency-free client half of Pipes, not Dagster.
 """
@@ -16,18 +18,25 @@ Plain Python: `dagster_pipes` is the small, dependency-free client half of Pipes
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
+from functools import partial
 from pathlib import Path
 
 MODULE = "mt_assets.lib.train_job"
 METADATA_KEYS = ("trainable_parameters", "steps", "final_train_loss", "first_train_loss", "validation_loss",
                  "wall_seconds")
 """Summary fields reported as metadata (with the training log as Markdown, the device and world size)."""
+WATCH_ENV = "MT_ASSETS_WATCH_PID"
+"""The process id of the process that launched the run (the Dagster step): the trainer ends with it."""
 
 
 def launch_command(job_args: Sequence[str], num_processes: int = 1, cuda: bool | None = None,
@@ -59,13 +68,17 @@ def launch_command(job_args: Sequence[str], num_processes: int = 1, cuda: bool |
 
 
 def job_arguments(table: Path, base_model: str, recipe: Path, output_dir: Path, revision: str | None = None,
-                  device: str = "auto", dtype: str = "auto", identity: dict | None = None) -> list[str]:
+                  device: str = "auto", dtype: str = "auto", identity: dict | None = None,
+                  checkpoint_dir: Path | None = None, checkpoint_mirror: str | None = None,
+                  run_report: Path | None = None) -> list[str]:
     """This module's own arguments, as `main` reads them."""
     arguments = ["--table", str(table), "--base-model", base_model, "--recipe", str(recipe),
                  "--output-dir", str(output_dir), "--device", device, "--dtype", dtype]
     if identity:
         arguments += ["--identity", json.dumps(identity, sort_keys=True, default=str)]
-    return arguments + (["--revision", revision] if revision else [])
+    optional = {"--revision": revision, "--checkpoint-dir": checkpoint_dir, "--checkpoint-mirror": checkpoint_mirror,
+                "--run-report": run_report}
+    return arguments + [item for flag, value in optional.items() if value for item in (flag, str(value))]
 
 
 def rank() -> int:
@@ -108,37 +121,73 @@ def write_recipe(recipe, path: Path) -> Path:
     return path
 
 
-@dataclass
-class Reporter:
-    log: Callable[[str], None]
-    report: Callable[[dict], None]
+def die_with_parent(poll_s: float = 0.5) -> None:
+    """End this process when its parent ends (Linux: the kernel sends SIGKILL, PR_SET_PDEATHSIG), and
+    when the process named by $MT_ASSETS_WATCH_PID ends: `accelerate launch` stands between the
+    Dagster step and this process, so its parent dying is not enough."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    watched = os.environ.get(WATCH_ENV)
+    if not watched:
+        return
+    pid = int(watched)
+    started = _start_time(pid)
+
+    def watch() -> None:
+        while _start_time(pid) == started and _running(pid):
+            time.sleep(poll_s)
+        os._exit(1)  # the run that launched this training is gone: nobody takes its adapter
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks (Linux), so a reused process id is not taken for it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextmanager
-def reporter() -> Iterator[Reporter]:
-    """Dagster Pipes when this process was launched by it, else standard output."""
+def progress_log() -> Iterator[Callable[[str], None]]:
+    """Dagster Pipes' log when this process was launched by it, else standard output."""
     from dagster_pipes import PipesEnvVarParamsLoader, open_dagster_pipes
 
     if PipesEnvVarParamsLoader().is_dagster_pipes_process():
         with open_dagster_pipes() as pipes:
-            yield Reporter(log=pipes.log.info,
-                           report=lambda metadata: pipes.report_asset_materialization(metadata=metadata))
+            yield pipes.log.info
     else:
-        yield Reporter(log=lambda line: print(line, flush=True),
-                       report=lambda metadata: print(json.dumps(
-                           {k: v["raw_value"] if isinstance(v, dict) else v for k, v in metadata.items()
-                            if k != "training_log"}, indent=2), flush=True))
+        yield lambda line: print(line, flush=True)
 
 
-def summary_metadata(result) -> dict:
-    """What rank 0 reports: the summary fields, the device, world size and the log as Markdown."""
-    summary = result.summary
+def adapter_metadata(folder: Path, run_report: Path | None = None) -> dict:
+    """What the adapter's materialization records, read from the files rank 0 wrote: the summary
+    fields (the run's own fields from `run_report`), the device, world size and the log as Markdown."""
+    import pandas as pd
+
+    from mt_assets.lib.training import LOG_FILE, SUMMARY_FILE
+
+    summary = json.loads((Path(folder) / SUMMARY_FILE).read_text())
+    if run_report is not None:
+        summary.update(json.loads(Path(run_report).read_text()))
+    log = pd.read_csv(Path(folder) / LOG_FILE)
     return {
-        **{key: summary[key] for key in METADATA_KEYS},
+        **{key: summary.get(key) for key in METADATA_KEYS},
         "resumed_from": summary.get("resumed_from") or "",
         "device": summary["device"],
         "world_size": summary["world_size"],
-        "training_log": {"raw_value": result.log.to_markdown(index=False), "type": "md"},
+        "training_log": log.to_markdown(index=False),
     }
 
 
@@ -150,11 +199,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--base-model", required=True, help="Hugging Face Hub id or local model folder")
     parser.add_argument("--revision", default=None, help="Hub revision of the base model")
     parser.add_argument("--recipe", type=Path, default=None,
-                        help="JSON file of LoraRecipe fields (`mt-assets recipe` writes one); default: the seed recipe")
+                        help="JSON file of LoraRecipe fields (`mt-assets recipe` writes one); default: LoraRecipe's defaults")
     parser.add_argument("--output-dir", type=Path, required=True,
                         help="where the adapter goes; a folder with checkpoints/ resumes from the last one")
     parser.add_argument("--device", default="auto", help="auto (this rank's GPU, else CPU), cpu, cuda:N")
     parser.add_argument("--dtype", default="auto", help="auto, fp32, bf16 or fp16")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="where checkpoints go (default: checkpoints/ in the output folder)")
+    parser.add_argument("--checkpoint-mirror", default=None,
+                        help="a folder or URL (s3://...) that gets a copy of each checkpoint as it is written")
+    parser.add_argument("--run-report", type=Path, default=None,
+                        help="a JSON file for what differs between runs of the same training (wall time, the "
+                        "checkpoint resumed), kept out of the adapter folder")
     parser.add_argument("--identity", type=json.loads, default=None,
                         help="JSON of what identifies the base model beyond its name (a revision, a weights "
                         "hash): checkpoints of another identity are not resumed")
@@ -164,25 +220,34 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     import pandas as pd
 
+    from dagster_pipes import PipesEnvVarParamsLoader
+
     from mt_assets.lib.models import load_causal_lm, load_tokenizer
-    from mt_assets.lib.training import train_adapter
+    from mt_assets.lib.training import RUN_FIELDS, train_adapter
 
     args = parse_args(argv)
+    die_with_parent()
     recipe = read_recipe(args.recipe)
     table = pd.read_parquet(args.table)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    main_process = rank() == 0
     tokenizer = load_tokenizer(args.base_model, args.revision)
     model = load_causal_lm(args.base_model, args.revision, rank_device(args.device), args.dtype)
-    if not main_process:
-        train_adapter(model, tokenizer, table, recipe, args.output_dir, identity=args.identity)
+    train = partial(train_adapter, model, tokenizer, table, recipe, args.output_dir, identity=args.identity,
+                    checkpoint_dir=args.checkpoint_dir, checkpoint_mirror=args.checkpoint_mirror)
+    if rank() != 0:
+        train()
         return 0
-    with reporter() as out:
-        out.log(f"training on {len(table)} pairs of {args.table.name} with {world_size()} process(es), "
-                f"device {next(model.parameters()).device}")
-        result = train_adapter(model, tokenizer, table, recipe, args.output_dir, progress=out.log,
-                               identity=args.identity)
-        out.report(summary_metadata(result))
+    with progress_log() as log:
+        log(f"training on {len(table)} pairs of {args.table.name} with {world_size()} process(es), "
+            f"device {next(model.parameters()).device}")
+        result = train(progress=log)
+        run = {key: result.summary[key] for key in RUN_FIELDS}
+        if args.run_report:
+            args.run_report.write_text(json.dumps(run, indent=2))
+        elif not PipesEnvVarParamsLoader().is_dagster_pipes_process():
+            metadata = adapter_metadata(args.output_dir)
+            print(json.dumps({**{k: v for k, v in metadata.items() if k != "training_log"}, **run}, indent=2),
+                  flush=True)
     return 0
 
 

@@ -15,17 +15,25 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from mt_assets.lib.checkpoints import (last_checkpoint, load_final_checkpoint, mirror_callback, remove_other_runs,
+                                      training_ended)
+from mt_assets.lib.hashing import table_hash
 from mt_assets.lib.prompt import build_completion, build_prompt
 
 LOG_FILE = "training_log.csv"
 SUMMARY_FILE = "training_summary.json"
 CHECKPOINTS_DIR = "checkpoints"
-"""Under the output folder while training: one folder per run fingerprint, removed at the end."""
+"""Where checkpoints go while training (by default under the output folder): one folder per run fingerprint."""
+RUN_FIELDS = ("wall_seconds", "resumed_from", "mean_train_loss")
+"""Summary fields that differ between runs training the same adapter (the mean loss is over the steps
+this run trained, after the checkpoint it resumed): returned and reported, but
+kept out of the adapter folder's training_summary.json, so a retrained identical adapter hashes the same."""
 
 
 @dataclass(frozen=True)
 class LoraRecipe:
-    """LoRA hyperparameters. The defaults are the seed experiment's recipe."""
+    """LoRA hyperparameters. The defaults are the seed experiment's, except that `validation_fraction`
+    holds a tenth of the training table out for validation loss (the seed trained on all of it)."""
 
     r: int = 16
     alpha: int = 64
@@ -47,7 +55,8 @@ class LoraRecipe:
     mixed_precision: str = "auto"
     """auto: bf16 on GPUs that support it, fp16 on older GPUs, none on CPU; or bf16, fp16, no."""
     validation_fraction: float = 0.1
-    """Held-out share of the adapter's own training table for validation loss (never test_A)."""
+    """Held-out share of the adapter's own training table for validation loss (never test_A); those
+    pairs are not trained on. 0: train on every pair, no validation loss."""
     eval_steps: int | None = None
     """Steps between validation losses; None: twice per epoch."""
     logging_steps: int = 5
@@ -219,8 +228,6 @@ def check_recipe_fits_model(model, recipe: LoraRecipe) -> None:
 def run_fingerprint(model, table: pd.DataFrame, recipe: LoraRecipe, identity: dict | None = None) -> str:
     """What checkpoints must come from to be resumed: the table, the recipe and the base model
     (its name, plus `identity`, e.g. a revision or weights hash). SHA-256 hex digest."""
-    from mt_assets.lib.hashing import table_hash
-
     payload = {"table": table_hash(table), "recipe": asdict(recipe),
                "base_model": str(getattr(model, "name_or_path", "")), "identity": identity or {}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
@@ -228,7 +235,8 @@ def run_fingerprint(model, table: pd.DataFrame, recipe: LoraRecipe, identity: di
 
 def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, output_dir: Path,
                   progress: Callable[[str], None] | None = None, identity: dict | None = None,
-                  callbacks: Sequence = ()) -> TrainingResult:
+                  callbacks: Sequence = (), checkpoint_dir: Path | None = None,
+                  checkpoint_mirror: str | None = None) -> TrainingResult:
     """Fine-tune LoRA adapters on a pair table and save them (PEFT format) into `output_dir`.
 
     `model` is a freshly loaded base model; it is wrapped in place. Checkpoints go to
@@ -237,7 +245,11 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
     started again on the same folder resumes from the last complete one. `identity` adds to the
     fingerprint what the model's name does not tell (revision, weights hash). Launched on several
     processes (DDP, see lib.train_job), every rank trains and returns the result; only rank 0 writes files.
-    `callbacks`: more transformers TrainerCallbacks (e.g. a throughput probe).
+    `callbacks`: more transformers TrainerCallbacks (e.g. a throughput probe). `checkpoint_dir`
+    replaces `output_dir/checkpoints`; `checkpoint_mirror` (a universal-pathlib location, e.g. on the
+    data lake) gets a copy of each checkpoint as it is written (lib.checkpoints).
+    The summary records the hash of the table trained on (`training_table_hash`); the folder's
+    training_summary.json holds it without the RUN_FIELDS.
     """
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -251,7 +263,9 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
     train, validation = split_validation(table, recipe.validation_fraction, recipe.seed)
     device = str(next(model.parameters()).device)
     steps_per_epoch = _steps_per_epoch(tokenizer, train, recipe)
-    checkpoints = output_dir / CHECKPOINTS_DIR / run_fingerprint(model, table, recipe, identity)[:16]
+    checkpoints = (checkpoint_dir or output_dir / CHECKPOINTS_DIR) / run_fingerprint(model, table, recipe, identity)[:16]
+    if checkpoint_mirror:
+        callbacks = [*callbacks, mirror_callback(checkpoints, checkpoint_mirror)]
     config = sft_config(recipe, checkpoints, device, steps_per_epoch, has_validation=len(validation) > 0)
     train_tokenizer = _right_padding(tokenizer)
 
@@ -273,12 +287,16 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
     trainer.token_budget = recipe.token_budget
     trainer.loss_impl = resolve_loss_impl(recipe.loss_impl, device)
     if trainer.is_world_process_zero():
-        _remove_other_runs(checkpoints, progress)
-    resume = _last_checkpoint(checkpoints)
+        remove_other_runs(checkpoints, progress)
+    resume = last_checkpoint(checkpoints)
     if resume and progress:
         progress(f"resuming from {resume}")
     started = time.perf_counter()
-    outcome = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if resume and training_ended(resume):  # transformers would train one step past the end: the checkpoint is it
+        load_final_checkpoint(trainer, resume)
+        mean_loss = None
+    else:
+        mean_loss = float(trainer.train(resume_from_checkpoint=str(resume) if resume else None).training_loss)
     wall = time.perf_counter() - started
     writer = trainer.is_world_process_zero()  # under DDP every rank trains; rank 0 alone writes
     if writer:
@@ -291,6 +309,7 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
     evals = log.dropna(subset=["eval_loss"])
     trains = log.dropna(subset=["train_loss"])
     summary = {
+        "training_table_hash": table_hash(table),
         "trainable_parameters": trainable,
         "total_parameters": total,
         "steps": int(trainer.state.global_step),
@@ -299,7 +318,7 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
         "validation_pairs": len(validation),
         "first_train_loss": float(trains["train_loss"].iloc[0]) if len(trains) else None,
         "final_train_loss": float(trains["train_loss"].iloc[-1]) if len(trains) else None,
-        "mean_train_loss": float(outcome.training_loss),
+        "mean_train_loss": mean_loss,
         "validation_loss": float(evals["eval_loss"].iloc[-1]) if len(evals) else None,
         "wall_seconds": round(wall, 2),
         "resumed_from": resume.name if resume else None,
@@ -308,7 +327,8 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
         "recipe": asdict(recipe),
     }
     if writer:
-        (output_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        kept = {key: value for key, value in summary.items() if key not in RUN_FIELDS}
+        (output_dir / SUMMARY_FILE).write_text(json.dumps(kept, indent=2))
     return TrainingResult(log=log, summary=summary)
 
 
@@ -340,37 +360,6 @@ def _right_padding(tokenizer):
     train_tokenizer = copy.copy(tokenizer)
     train_tokenizer.padding_side = "right"
     return train_tokenizer
-
-
-def _last_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint with the highest step that was written completely: the Trainer writes
-    trainer_state.json last, so a checkpoint cut off by a crash lacks it, or has it cut off."""
-    if not folder.is_dir():
-        return None
-    complete = [p for p in folder.glob("checkpoint-*") if _complete_checkpoint(p)]
-    return max(complete, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
-def _complete_checkpoint(folder: Path) -> bool:
-    try:
-        step = int(folder.name.split("-")[1])
-        state = json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError, IndexError):
-        return False
-    weights = [folder / "adapter_model.safetensors", folder / "adapter_model.bin"]
-    return (isinstance(state, dict) and state.get("global_step") == step
-            and any(w.is_file() and w.stat().st_size > 0 for w in weights))
-
-
-def _remove_other_runs(checkpoints: Path, progress: Callable[[str], None] | None) -> None:
-    """Remove checkpoints of other runs (another table, recipe or base model) beside this run's."""
-    import shutil
-
-    for other in checkpoints.parent.glob("*"):
-        if other != checkpoints and other.is_dir():
-            if progress:
-                progress(f"removing checkpoints {other} of another table, recipe or base model: not resumable here")
-            shutil.rmtree(other, ignore_errors=True)
 
 
 def _count_parameters(model) -> tuple[int, int]:

@@ -291,6 +291,21 @@ def test_cache_round_trip_atomic_files_and_keys(tmp_path):
     assert cache.get(key) is None, "an unreadable entry is re-requested, not trusted"
 
 
+def test_a_cache_on_object_storage_outlives_the_machine(corpus, tmp_path):
+    """cache_dir under an object-store lake (fsspec's in-memory store stands for s3://): a run on
+    another machine, with nothing on its own disk, sends no request again."""
+    cache_dir = f"memory://lake-{tmp_path.name}/.teacher_cache"
+    with loopback(corpus) as server:
+        first, report1 = generate_synthetic(openai_teacher(server), corpus["train"], corpus["test"],
+                                            config=CONFIG, cache_dir=cache_dir, progress=False)
+        sent = server.count
+        assert sent > 0 and len(RequestCache(cache_dir)) == report1["requests_sent"]
+        again, report2 = generate_synthetic(openai_teacher(server), corpus["train"], corpus["test"],
+                                            config=CONFIG, cache_dir=cache_dir, progress=False)
+        assert server.count == sent and report2["requests_sent"] == 0
+        pd.testing.assert_frame_equal(first, again)
+
+
 # --- planning and configuration -----------------------------------------------------------------
 
 def test_plans_are_deterministic_use_train_only_and_cycle_topics(corpus):
