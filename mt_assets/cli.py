@@ -81,6 +81,13 @@ def _adapter_folder(profile: dict, adapter: str, scratch: Path) -> Path:
     return scratch / adapter
 
 
+def _input_lines(path: Path) -> list[str]:
+    """The lines of a `translate` input file, split at LF (or CRLF) only, as ``wc -l`` counts."""
+    from mt_assets.lib.corpus import split_lines
+
+    return split_lines(path.read_text(encoding="utf-8"))
+
+
 def translate(args: argparse.Namespace) -> int:
     """Translate a text file, one sentence a line, with the base model and (optionally) an adapter."""
     from peft import PeftModel
@@ -92,7 +99,7 @@ def translate(args: argparse.Namespace) -> int:
     experiment, base_model, evaluation = resources["experiment"], resources["base_model"], resources["evaluation"]
     source_lang = args.source_lang or experiment.source_lang
     target_lang = args.target_lang or experiment.target_lang
-    lines = Path(args.input).read_text(encoding="utf-8").splitlines()
+    lines = _input_lines(Path(args.input))
     tokenizer = base_model.load_tokenizer()
     model = base_model.load_model(fresh=True)
     with tempfile.TemporaryDirectory(prefix="mt-assets-adapter-") as scratch:

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from mt_assets.lib.corpus import CorpusError, RawPair
+from mt_assets.lib.corpus import LINE_BREAKS, CorpusError, RawPair
 from mt_assets.lib.pairs import is_blank, make_pairs, normalize_text, pair_id
 
 _ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
@@ -25,7 +25,12 @@ _MAX_UNESCAPES = 3
 
 def clean_text(text: str, counts: Counter) -> str:
     """Remove NUL bytes and byte-order marks (left inside text when files are concatenated),
-    decode HTML entities (OPUS has many: ``&quot;``, even ``&amp;quot;``), fold whitespace."""
+    decode HTML entities (OPUS has many: ``&quot;``, even ``&amp;quot;``), fold whitespace.
+
+    Line breaks inside a sentence (a lone CR, form feed, U+2028, ...: readers split lines at LF
+    only) become spaces, counted as ``line_breaks_replaced``."""
+    if any(mark in text for mark in LINE_BREAKS):
+        counts["line_breaks_replaced"] += 1
     if "\x00" in text:
         counts["nul_bytes_removed"] += 1
         text = text.replace("\x00", "")

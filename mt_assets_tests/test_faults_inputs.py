@@ -1,0 +1,101 @@
+"""Fault suite, inputs and settings: line breaks inside lines, quoted TSV, profile mistakes,
+settings out of range, damaged corpora and `translate` inputs, over-long sentences, and the exit
+code of `mt-assets materialize`. Each fault counts into the session's summary line (conftest)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from mt_assets.defs.data import opus_sample
+from mt_assets.defs.io_manager import DataLakeIOManager
+from mt_assets.defs.resources import Experiment, LocalCorpus
+from mt_assets.lib.corpus import CorpusError
+from mt_assets.lib.pairs import normalize_text
+
+
+def sample_of(corpus: LocalCorpus, lake: Path, instance, size: int) -> tuple[pd.DataFrame, dict]:
+    """opus_sample materialized from `corpus` (seed 3): the table and its cleaning report."""
+    resources = {"io_manager": DataLakeIOManager(base_path=str(lake)),
+                 "experiment": Experiment(sample_size=size, seed=3), "corpus": corpus}
+    result = dg.materialize([opus_sample], resources=resources, instance=instance)
+    (event,) = result.asset_materializations_for_node("opus_sample")
+    return pd.read_parquet(lake / "opus_sample.parquet"), event.metadata["cleaning"].value
+
+
+def pairs_of(table: pd.DataFrame) -> list[tuple[str, str]]:
+    return list(zip(table["source"], table["target"]))
+
+
+# --- line breaks inside a line -------------------------------------------------------------------
+
+BREAK_PAIRS = [("Guten\rMorgen.", "Bonjour."), ("Wo ist\u2028der Bahnhof?", "Où est\x0cla gare ?"),
+               ("Ich habe Hunger.", "J'ai\x85faim."), ("Danke\x1e schön.", "Merci\rbeaucoup.")]
+
+
+def test_line_breaks_inside_moses_lines_keep_the_pairs_aligned(ledger, tmp_path, instance):
+    with ledger.fault("corpus: lone CR and Unicode line breaks inside Moses lines") as fault:
+        for lang, side in (("de", 0), ("fr", 1)):
+            (tmp_path / f"train.{lang}").write_bytes("".join(p[side] + "\n" for p in BREAK_PAIRS).encode())
+        sample, cleaning = sample_of(LocalCorpus(path=str(tmp_path / "train"), format="moses"),
+                                     tmp_path / "lake", instance, size=len(BREAK_PAIRS))
+        expected = [(normalize_text(s), normalize_text(t)) for s, t in BREAK_PAIRS]
+        fault.kept(pairs_of(sample) == expected, f"4 lines in, pairs out: {pairs_of(sample)}")
+        assert list(sample["corpus_row"]) == [1, 2, 3, 4]
+        assert cleaning["rows_read"] == 4 and cleaning["line_breaks_replaced"] == 6, cleaning
+
+    with ledger.fault("corpus: a lone CR in one Moses file only") as fault:
+        (tmp_path / "one.de").write_bytes(b"eins\rzwei\ndrei\nvier\n")
+        (tmp_path / "one.fr").write_bytes(b"un\ndeux\ntrois\nquatre\n")
+        with pytest.raises(CorpusError) as raised:
+            list(LocalCorpus(path=str(tmp_path / "one"), format="moses").rows("de", "fr"))
+        lines = (tmp_path / "one.de").read_bytes().count(b"\n")  # what `wc -l` says
+        assert f"one.de ends at line {lines}" in str(raised.value), raised.value
+
+
+# --- quoted TSV ----------------------------------------------------------------------------------
+
+QUOTED_PAIRS = [('Er sagte "Hallo".', 'Il a dit "Salut".'), ('"Ja", sagte sie.', '« Oui », dit-elle.'),
+                ("Spalte\tmit Tab", "colonne\tavec tabulation"), ("zwei\nZeilen", "deux\r\nlignes"),
+                ("Ein ''Zitat''", 'Un ""double"" guillemet'), ("Ganz normal.", "Tout à fait normal.")]
+
+
+def write_with_csv_writer(path: Path, pairs) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["id", "de", "fr"])
+        writer.writerows((i, s, t) for i, (s, t) in enumerate(pairs))
+
+
+def write_with_pandas(path: Path, pairs) -> None:
+    pd.DataFrame(pairs, columns=["de", "fr"]).to_csv(path, sep="\t", index=False)
+
+
+@pytest.mark.parametrize("writer", [write_with_csv_writer, write_with_pandas], ids=["csv.writer", "pandas"])
+def test_quoted_tsv_is_read_as_written(ledger, tmp_path, instance, writer):
+    with ledger.fault(f"corpus: TSV quoted by {writer.__name__.removeprefix('write_with_')}") as fault:
+        path = tmp_path / "quoted.tsv"
+        writer(path, QUOTED_PAIRS)
+        assert '""' in path.read_text(encoding="utf-8")  # the writer did quote
+        rows = list(LocalCorpus(path=str(path), format="tsv", **{"source_column": "de",
+                                                                  "target_column": "fr"}).rows("de", "fr"))
+        fault.kept([(r.source, r.target) for r in rows] == QUOTED_PAIRS, "quotes kept or fields cut")
+        assert [r.row for r in rows] == [2, 3, 4, 5, 8, 9]  # the line each row starts on (wc -l)
+        sample, cleaning = sample_of(LocalCorpus(path=str(path), format="tsv", source_column="de",
+                                                 target_column="fr"), tmp_path / "lake", instance, len(QUOTED_PAIRS))
+        assert pairs_of(sample) == [(normalize_text(s), normalize_text(t)) for s, t in QUOTED_PAIRS]
+        assert cleaning["line_breaks_replaced"] == 1, cleaning  # the CR of "deux\r\nlignes"
+
+
+def test_an_unclosed_quote_names_the_line(ledger, tmp_path):
+    with ledger.fault("corpus: TSV with an unclosed quote") as fault:
+        path = tmp_path / "raw.tsv"
+        path.write_text('de\tfr\nHallo.\tSalut.\n"Ja, sagte sie.\tOui, dit-elle.\nDanke.\tMerci.\n')
+        with pytest.raises(CorpusError, match=r"raw.tsv, line 3: cannot read the row as TSV .*quote"):
+            list(LocalCorpus(path=str(path), format="tsv", source_column="de", target_column="fr").rows("de", "fr"))
+        fault.notes.append("refused naming line 3")
