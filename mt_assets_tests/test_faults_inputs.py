@@ -99,3 +99,30 @@ def test_an_unclosed_quote_names_the_line(ledger, tmp_path):
         with pytest.raises(CorpusError, match=r"raw.tsv, line 3: cannot read the row as TSV .*quote"):
             list(LocalCorpus(path=str(path), format="tsv", source_column="de", target_column="fr").rows("de", "fr"))
         fault.notes.append("refused naming line 3")
+
+
+# --- profile mistakes ----------------------------------------------------------------------------
+
+PROFILE_MISTAKES = {
+    "unknown key inside a section": ("experiment: {sampel_size: 50}\n",
+                                     r"unknown setting\(s\) experiment\.sampel_size \(did you mean 'sample_size'\?\)"),
+    "unknown key inside a typed section": ("corpus: {type: local, path: x.tsv, fromat: tsv}\n",
+                                           r"corpus\.fromat \(did you mean 'format'\?\)"),
+    "section given twice": ("training: {r: 8}\nevaluation: {batch_size: 4}\ntraining: {epochs: 2}\n",
+                            r"line 4: setting 'training' is given twice \(first on line 2\)"),
+    "key given twice inside a section": ("training:\n  r: 8\n  alpha: 16\n  r: 4\n",
+                                         r"line 5: setting 'r' is given twice \(first on line 3\)"),
+}
+
+
+@pytest.mark.parametrize("case", PROFILE_MISTAKES)
+def test_profile_mistakes_are_refused_naming_the_key(ledger, tmp_path, case):
+    from mt_assets.defs.profiles import ProfileError, build_resources, load_profile
+
+    text, message = PROFILE_MISTAKES[case]
+    with ledger.fault(f"profile: {case}"):
+        path = tmp_path / "mine.yaml"
+        path.write_text("extends: demo\n" + text)
+        with pytest.raises(ProfileError, match=message) as raised:
+            build_resources(load_profile(str(path)))
+        assert str(path) in str(raised.value)
