@@ -126,3 +126,77 @@ def test_profile_mistakes_are_refused_naming_the_key(ledger, tmp_path, case):
         with pytest.raises(ProfileError, match=message) as raised:
             build_resources(load_profile(str(path)))
         assert str(path) in str(raised.value)
+
+
+# --- settings out of range -----------------------------------------------------------------------
+
+SETTINGS_OUT_OF_RANGE = {
+    "epochs: 0": ("training: {epochs: 0}", r"training\.epochs: Input should be greater than 0"),
+    "training batch_size: 0": ("training: {batch_size: 0}",
+                               r"training\.batch_size: Input should be greater than or equal to 1"),
+    "evaluation batch_size: 0": ("evaluation: {batch_size: 0}",
+                                 r"evaluation\.batch_size: Input should be greater than or equal to 1"),
+    "max_new_tokens: 0": ("evaluation: {max_new_tokens: 0}",
+                          r"evaluation\.max_new_tokens: Input should be greater than or equal to 1"),
+    "seed: -1": ("experiment: {seed: -1}", r"experiment\.seed: Input should be greater than or equal to 0"),
+    "training seed: -1": ("training: {seed: -1}", r"training\.seed: Input should be greater than or equal to 0"),
+    "test_fraction: 1": ("experiment: {test_fraction: 1}", r"experiment\.test_fraction: Input should be less than 1"),
+}
+
+
+@pytest.mark.parametrize("case", SETTINGS_OUT_OF_RANGE)
+def test_settings_out_of_range_are_refused_naming_setting_and_range(ledger, tmp_path, case):
+    from mt_assets.definitions import build_definitions
+    from mt_assets.defs.profiles import ProfileError, load_profile
+
+    text, message = SETTINGS_OUT_OF_RANGE[case]
+    with ledger.fault(f"setting: {case}"):
+        path = tmp_path / "mine.yaml"
+        path.write_text(f"extends: demo\n{text}\n")
+        with pytest.raises(ProfileError, match=message) as raised:
+            build_definitions(load_profile(str(path)))  # refused when the definitions load, before any run
+        assert str(path) in str(raised.value)
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+STARTER = """
+import sys, time
+from pathlib import Path
+from mt_assets import cli  # everything imported before the start signal: the runs start together
+Path(sys.argv[1]).touch()
+while not Path(sys.argv[2]).exists():
+    time.sleep(0.005)
+sys.exit(cli.main(["run", "--profile", sys.argv[3], "--select", "opus_sample"]))
+"""
+
+
+def test_first_runs_on_a_fresh_dagster_home_at_once_all_succeed(ledger, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mt_assets_tests.ops_support import write_profile
+
+    with ledger.fault("command line: four first runs on a fresh DAGSTER_HOME at once"):
+        profile = write_profile(tmp_path / "p.yaml", tmp_path / "lake", tmp_path / "model", pretrain_steps=0,
+                                executor={"type": "in_process"})
+        home, go = tmp_path / "dagster_home", tmp_path / "go"
+        home.mkdir()
+        env = {**os.environ, "DAGSTER_HOME": str(home)}
+        runs = [subprocess.Popen([sys.executable, "-c", STARTER, str(tmp_path / f"ready{i}"), str(go), str(profile)],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for i in range(4)]
+        while not all((tmp_path / f"ready{i}").exists() for i in range(4)):
+            assert all(run.poll() is None for run in runs), [run.communicate()[0][-2000:] for run in runs]
+            time.sleep(0.05)
+        go.touch()
+        outputs = [run.communicate(timeout=300)[0] for run in runs]
+        failed = [out[-1500:] for run, out in zip(runs, outputs) if run.returncode != 0]
+        assert not failed, f"{len(failed)} of 4 runs failed: {failed}"
+        import dagster as dg
+
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            statuses = [run.status for run in instance.get_runs()]
+        assert statuses == [dg.DagsterRunStatus.SUCCESS] * 4, statuses

@@ -154,25 +154,39 @@ def read_tsv(path: Path, source_column: str, target_column: str) -> Iterator[Raw
 
 
 def read_parquet(path: Path, source_column: str, target_column: str) -> Iterator[RawPair]:
-    """A Parquet file, read in record batches."""
+    """A Parquet file of text columns, read in record batches."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"corpus file {path} not found: check the corpus path setting")
-    parquet = pq.ParquetFile(path)
-    columns = parquet.schema_arrow.names
-    missing = [c for c in (source_column, target_column) if c not in columns]
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise CorpusError(f"{path} is not a readable Parquet file ({err}): write it again, or set the "
+                          "corpus format setting to the file's real format") from None
+    schema = parquet.schema_arrow
+    missing = [c for c in (source_column, target_column) if c not in schema.names]
     if missing:
         raise CorpusError(
-            f"{path}: column(s) {missing} not found; the file has {columns}. Set the corpus "
+            f"{path}: column(s) {missing} not found; the file has {schema.names}. Set the corpus "
             "source_column/target_column settings to the right names"
         )
+    for column in (source_column, target_column):
+        kind = schema.field(column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            raise CorpusError(f"{path}: column {column!r} holds {kind}, not text: store the sentences as "
+                              "strings, or set source_column/target_column to the text columns")
     row = 0
-    for batch in parquet.iter_batches(columns=[source_column, target_column], batch_size=8192):
-        for source, target in zip(*(batch.column(i).to_pylist() for i in range(2))):
-            row += 1
-            yield RawPair(row, source or "", target or "")
+    try:
+        for batch in parquet.iter_batches(columns=[source_column, target_column], batch_size=8192):
+            for source, target in zip(*(batch.column(i).to_pylist() for i in range(2))):
+                row += 1
+                yield RawPair(row, source or "", target or "")
+    except (pa.ArrowException, OSError) as err:
+        raise CorpusError(f"{path} cannot be read past row {row} ({err}): the file is truncated or "
+                          "corrupt; write it again") from None
 
 
 def moses_files(prefix: Path, source_lang: str, target_lang: str) -> tuple[Path, Path]:

@@ -150,3 +150,28 @@ def test_moses_line_count_in_the_error_is_the_one_wc_counts(tmp_path):
     assert wc == {"de": 3, "fr": 4}
     with pytest.raises(CorpusError, match=r"train.fr has a line 4 but .*train.de ends at line 3"):
         list(corpus.read_moses(tmp_path / "train", "de", "fr"))
+
+
+@pytest.mark.parametrize("values", [[1, 2], [b"Hallo", b"Tag"], [["Hallo"], ["Tag"]], [1.5, 2.5]],
+                         ids=["int", "bytes", "list", "float"])
+def test_parquet_column_of_the_wrong_type_is_named(tmp_path, values):
+    path = tmp_path / "c.parquet"
+    pd.DataFrame({"de": values, "fr": ["Bonjour", "Salut"]}).to_parquet(path)
+    with pytest.raises(CorpusError, match=r"c.parquet: column 'de' holds .*, not text: store the sentences as strings"):
+        list(corpus.read_parquet(path, "de", "fr"))
+
+
+def test_a_file_that_is_not_parquet_is_named(tmp_path):
+    path = tmp_path / "c.parquet"
+    path.write_text("de\tfr\nHallo\tSalut\n")
+    with pytest.raises(CorpusError, match=r"c.parquet is not a readable Parquet file"):
+        list(corpus.read_parquet(path, "de", "fr"))
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.95])
+def test_a_truncated_gz_names_the_file_and_the_last_line_read(tmp_path, cut):
+    write_moses(tmp_path / "train", PAIRS * 400, gz=True)
+    data = (tmp_path / "train.fr.gz").read_bytes()
+    (tmp_path / "train.fr.gz").write_bytes(data[:int(len(data) * cut)])
+    with pytest.raises(CorpusError, match=r"train.fr.gz cannot be read past line \d+: .*truncated or corrupt"):
+        list(corpus.read_moses(tmp_path / "train", "de", "fr"))
