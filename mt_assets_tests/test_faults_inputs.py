@@ -200,3 +200,118 @@ def test_first_runs_on_a_fresh_dagster_home_at_once_all_succeed(ledger, tmp_path
         with dg.DagsterInstance.from_config(str(home)) as instance:
             statuses = [run.status for run in instance.get_runs()]
         assert statuses == [dg.DagsterRunStatus.SUCCESS] * 4, statuses
+
+
+@pytest.fixture
+def translate_profile(tmp_path, untrained_tiny_model) -> Path:
+    from mt_assets_tests.ops_support import write_profile
+
+    return write_profile(tmp_path / "p.yaml", tmp_path / "lake", untrained_tiny_model, pretrain_steps=0)
+
+
+def translate_file(profile: Path, tmp_path: Path, data: bytes, *options: str) -> list[str]:
+    """`mt-assets translate` of a file holding `data`: the output's lines (split at LF, as wc -l)."""
+    from mt_assets import cli
+
+    (tmp_path / "in.txt").write_bytes(data)
+    assert cli.main(["translate", str(tmp_path / "in.txt"), "--profile", str(profile), "-o",
+                     str(tmp_path / "out.txt"), "--max-new-tokens", "4", *options]) == 0
+    return (tmp_path / "out.txt").read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def test_translate_input_lines_are_split_at_lf_only(ledger, translate_profile, tmp_path):
+    with ledger.fault("translate: lone CR and Unicode line breaks inside input lines") as fault:
+        data = "Guten\rMorgen.\r\nWo ist\u2028der Bahnhof?\n\nDanke\x0c\x85schön.\n".encode()
+        assert data.count(b"\n") == 4
+        lines = translate_file(translate_profile, tmp_path, data)
+        fault.kept(len(lines) == 4 and lines[2] == "", f"4 lines in, {len(lines)} out: {lines}")
+
+
+BAD_TRANSLATE_INPUTS = {
+    "empty input": (b"", r"in.txt holds no sentence to translate \(0 blank line"),
+    "blank input": (b"\n \n\t\n", r"in.txt holds no sentence to translate \(3 blank line"),
+    "binary input": (b"PK\x03\x04\x14\x00\x00\x00\x08\x00", r"in.txt is not a text file \(a NUL byte at offset 5\)"),
+    "Latin-1 input": ("Guten Tag\nKäse\n".encode("latin-1"), r"in.txt, line 2: bytes are not valid UTF-8"),
+    "a 5,000-character line": (("Hallo.\n" + "Wort " * 1000 + "\nDanke.\n").encode(),
+                               r"in.txt: 1 sentence\(s\) too long for the model's context of 256 tokens with "
+                               r"max_new_tokens 4: line 2 \(\d+ tokens\)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_TRANSLATE_INPUTS)
+def test_bad_translate_input_stops_naming_the_file(ledger, translate_profile, tmp_path, case):
+    data, message = BAD_TRANSLATE_INPUTS[case]
+    with ledger.fault(f"translate: {case}"):
+        with pytest.raises(SystemExit, match=message):
+            translate_file(translate_profile, tmp_path, data)
+        assert not (tmp_path / "out.txt").exists()
+
+
+def test_translate_refuses_a_zero_batch_size_or_token_count(ledger, translate_profile, tmp_path, capsys):
+    with ledger.fault("translate: --batch-size 0 and --max-new-tokens 0"):
+        for option in ("--batch-size", "--max-new-tokens"):
+            with pytest.raises(SystemExit):
+                translate_file(translate_profile, tmp_path, b"Hallo.\n", option, "0")
+            assert f"argument {option}: 0 is not allowed: give an integer of at least 1" in capsys.readouterr().err
+
+
+# --- over-long sentences and partial selections of the data assets -------------------------------------
+
+def test_a_100k_character_sentence_is_left_out_of_the_sample_and_counted(ledger, tmp_path, instance):
+    from mt_assets_tests.e2e_support import DEMO_TSV
+
+    with ledger.fault("corpus: a sentence of 100,000 characters") as fault:
+        demo = pd.read_csv(DEMO_TSV, sep="\t")[["de", "fr"]].head(30)
+        long = "Das ist ein sehr langer Satz. " * 3400
+        assert len(long) > 100_000
+        demo.loc[len(demo)] = [long, "Une phrase très longue."]
+        path = tmp_path / "corpus.tsv"
+        demo.to_csv(path, sep="\t", index=False)
+        sample, cleaning = sample_of(LocalCorpus(path=str(path), format="tsv", source_column="de", target_column="fr"),
+                                     tmp_path / "lake", instance, size=30)
+        assert cleaning["dropped: longer than max_chars"] == 1, cleaning
+        fault.kept(len(sample) == 30, f"{len(sample)} of the 30 short pairs kept")
+        assert sample["source"].str.len().max() <= Experiment().max_chars
+
+
+def test_the_model_context_check_names_the_rows_too_long(untrained_tiny_model):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from mt_assets.lib.prompt import build_prompt, check_prompts_fit, prompts_too_long
+
+    tokenizer, config = AutoTokenizer.from_pretrained(untrained_tiny_model), AutoConfig.from_pretrained(untrained_tiny_model)
+    sources = ["Hallo.", "Wort " * 300, "Danke.", "x" * 900]
+    limit, long_rows = prompts_too_long(tokenizer, config, sources, "de", "fr", max_new_tokens=40)
+    assert limit == 256 and [i for i, _ in long_rows] == [1, 3] and all(n + 40 > 256 for _, n in long_rows)
+    prompt = len(tokenizer(build_prompt("Hallo.", "de", "fr"))["input_ids"])
+    assert prompts_too_long(tokenizer, config, ["Hallo."], "de", "fr", max_new_tokens=256 - prompt)[1] == []
+    assert prompts_too_long(tokenizer, config, ["Hallo."], "de", "fr", max_new_tokens=257 - prompt)[1] == [(0, prompt)]
+    with pytest.raises(ValueError, match=r"test_A: 2 sentence\(s\) too long .*: pair b \(\d+ tokens\), pair d"):
+        check_prompts_fit(tokenizer, config, sources, "de", "fr", 40, "test_A", ["pair a", "pair b", "pair c", "pair d"],
+                          "Lower setting experiment.max_chars")
+
+
+@pytest.mark.parametrize("alone", ["test_A", "train_A"])
+def test_one_side_of_the_split_can_be_materialized_alone(ledger, tmp_path, instance, alone):
+    from mt_assets.defs.data import data_assets, data_checks
+    from mt_assets_tests.conftest import data_resources
+    from mt_assets_tests.e2e_support import DEMO_COLUMNS, DEMO_TSV
+
+    with ledger.fault(f"selection: {alone} alone (one output of a multi-asset)") as fault:
+        lake = tmp_path / "lake"
+        resources = data_resources(lake, LocalCorpus(path=str(DEMO_TSV), format="tsv", **DEMO_COLUMNS))
+        dg.materialize([*data_assets, *data_checks], resources=resources, instance=instance,
+                       selection=["opus_sample", "train_A", "test_A"])
+        both = {name: pd.read_parquet(lake / f"{name}.parquet") for name in ("train_A", "test_A")}
+        (lake / f"{alone}.parquet").unlink()
+        other = "train_A" if alone == "test_A" else "test_A"
+        before = (lake / f"{other}.parquet").stat().st_mtime_ns
+        result = dg.materialize([*data_assets, *data_checks], resources=resources, instance=instance, selection=[alone])
+        assert result.success
+        assert [e.asset_key.to_user_string() for e in result.get_asset_materialization_events()] == [alone]
+        fault.kept(pd.read_parquet(lake / f"{alone}.parquet").equals(both[alone]), f"{alone} differs from the split")
+        assert (lake / f"{other}.parquet").stat().st_mtime_ns == before  # the other side is left as it was
+        checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks and all(checks.values()), checks
+        if alone == "test_A":
+            assert checks["no_test_pair_in_train"]

@@ -37,9 +37,9 @@ def opus_sample(context: dg.AssetExecutionContext, experiment: Experiment,
     group_name="data",
     outs={
         "train_A": dg.AssetOut(kinds=DATA_KINDS, code_version="1", dagster_type=PairTable, metadata=PAIR_TABLE_METADATA,
-                               description="The training side of the seeded split of opus_sample."),
+                               is_required=False, description="The training side of the seeded split of opus_sample."),
         "test_A": dg.AssetOut(kinds=DATA_KINDS, code_version="1", dagster_type=PairTable, metadata=PAIR_TABLE_METADATA,
-                              description="The held-out side of the seeded split of opus_sample: every "
+                              is_required=False, description="The held-out side of the seeded split of opus_sample: every "
                               "system is scored on it, and nothing trains on it."),
     },
     can_subset=True,
