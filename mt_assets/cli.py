@@ -38,6 +38,31 @@ def _lake(profile: dict):
     return UPath(str(profile.get("data_lake", "data_lake")))
 
 
+def _instance():
+    """The Dagster instance of $DAGSTER_HOME (an ephemeral one without it).
+
+    The first use of a fresh DAGSTER_HOME creates its SQLite tables; two runs starting at once
+    would both create them and one would fail ("table ... already exists"). A file lock in
+    DAGSTER_HOME lets one process create the storage while the other waits, then opens it."""
+    import fcntl
+
+    import dagster as dg
+
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        return dg.DagsterInstance.ephemeral()
+    Path(home).mkdir(parents=True, exist_ok=True)
+    with open(Path(home) / ".mt_assets_instance.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            instance = dg.DagsterInstance.get()
+            instance.get_runs(limit=1)  # every storage is created and migrated here, under the lock
+            instance.get_latest_materialization_event(dg.AssetKey("opus_sample"))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return instance
+
+
 def materialize(args: argparse.Namespace) -> int:
     """Materialize the selected assets (default: all) and their checks on the Dagster instance."""
     import dagster as dg
@@ -50,7 +75,7 @@ def materialize(args: argparse.Namespace) -> int:
     graph = defs.resolve_asset_graph()
     selection = dg.AssetSelection.from_coercible(args.select) if args.select else dg.AssetSelection.all()
     keys = sorted(selection.resolve(graph), key=lambda k: k.to_user_string())
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    instance = _instance()
     print(f"mt-assets: materializing {len(keys)} assets with profile {profile['name']} ({profile['file']})")
     result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
                                     tags={"mt_assets/profile": profile["name"]})
@@ -62,6 +87,11 @@ def materialize(args: argparse.Namespace) -> int:
     lake = str(profile.get("data_lake", "data_lake"))
     if not result.success:
         print(f"mt-assets: the run failed (run id {result.run_id}); see the log above", file=sys.stderr)
+        return 1
+    errors = [e.asset_check_key.to_user_string() for e in failed_checks if e.severity == dg.AssetCheckSeverity.ERROR]
+    if errors:  # warnings (such as b_beats_a) are reported above and leave the exit code at 0
+        print(f"mt-assets: {len(errors)} check(s) of severity ERROR failed: {', '.join(errors)} (run id "
+              f"{result.run_id}); their metadata in the UI says what is wrong", file=sys.stderr)
         return 1
     print(f"mt-assets: done. Run id {result.run_id}. Outputs are in {Path(lake).resolve() if '://' not in lake else lake}")
     return 0
@@ -81,6 +111,45 @@ def _adapter_folder(profile: dict, adapter: str, scratch: Path) -> Path:
     return scratch / adapter
 
 
+def _input_lines(path: Path) -> list[str]:
+    """The lines of a `translate` input file, split at LF (or CRLF) only, as ``wc -l`` counts.
+
+    A missing, empty, binary or non-UTF-8 file stops the command, naming the file (and the line)."""
+    from mt_assets.lib.corpus import split_lines
+
+    if not path.is_file():
+        raise SystemExit(f"mt-assets: input file {path} not found: give a text file, one sentence a line")
+    data = path.read_bytes()
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise SystemExit(f"mt-assets: {path} is not a text file (a NUL byte at offset {nul}): "
+                         "give a UTF-8 text file, one sentence a line")
+    try:
+        lines = split_lines(data.decode("utf-8").removeprefix("\ufeff"))
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise SystemExit(f"mt-assets: {path}, line {line}: bytes are not valid UTF-8 (offset {err.start}); "
+                         "re-encode the file as UTF-8") from None
+    if not any(line.strip() for line in lines):
+        raise SystemExit(f"mt-assets: {path} holds no sentence to translate ({len(lines)} blank line(s)): "
+                         "give a text file, one sentence a line")
+    return lines
+
+
+def _check_context(path: Path, lines: list[str], tokenizer, model, source_lang: str, target_lang: str,
+                   max_new_tokens: int) -> None:
+    """Stop, naming the lines, when a sentence's prompt plus max_new_tokens exceeds the model's context."""
+    from mt_assets.lib.prompt import check_prompts_fit
+
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    try:
+        check_prompts_fit(tokenizer, model.config, [line for _, line in numbered], source_lang, target_lang,
+                          max_new_tokens, str(path), (f"line {n}" for n, _ in numbered),
+                          "Split those lines into shorter sentences (or lower --max-new-tokens)")
+    except ValueError as err:
+        raise SystemExit(f"mt-assets: {err}") from None
+
+
 def translate(args: argparse.Namespace) -> int:
     """Translate a text file, one sentence a line, with the base model and (optionally) an adapter."""
     from peft import PeftModel
@@ -92,9 +161,11 @@ def translate(args: argparse.Namespace) -> int:
     experiment, base_model, evaluation = resources["experiment"], resources["base_model"], resources["evaluation"]
     source_lang = args.source_lang or experiment.source_lang
     target_lang = args.target_lang or experiment.target_lang
-    lines = Path(args.input).read_text(encoding="utf-8").splitlines()
+    lines = _input_lines(Path(args.input))
+    max_new_tokens = args.max_new_tokens or evaluation.max_new_tokens
     tokenizer = base_model.load_tokenizer()
     model = base_model.load_model(fresh=True)
+    _check_context(Path(args.input), lines, tokenizer, model, source_lang, target_lang, max_new_tokens)
     with tempfile.TemporaryDirectory(prefix="mt-assets-adapter-") as scratch:
         if args.adapter:
             folder = _adapter_folder(profile, args.adapter, Path(scratch))
@@ -107,7 +178,7 @@ def translate(args: argparse.Namespace) -> int:
         sentences = [line for line in lines if line.strip()]
         outputs = iter(run_translation(model, tokenizer, sentences, source_lang, target_lang,
                                        batch_size=args.batch_size or evaluation.batch_size,
-                                       max_new_tokens=args.max_new_tokens or evaluation.max_new_tokens))
+                                       max_new_tokens=max_new_tokens))
     translated = "".join(f"{next(outputs) if line.strip() else ''}\n" for line in lines)
     if args.output:
         Path(args.output).write_text(translated, encoding="utf-8")
@@ -146,6 +217,17 @@ def recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: an integer of at least 1 (0 would silently mean the profile's setting)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed: give an integer of at least 1")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mt-assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     text.add_argument("-o", "--output", default=None, help="output file (default: standard output)")
     text.add_argument("--source-lang", default=None, help="default: the profile's experiment.source_lang")
     text.add_argument("--target-lang", default=None, help="default: the profile's experiment.target_lang")
-    text.add_argument("--batch-size", type=int, default=None, help="default: the profile's evaluation.batch_size")
-    text.add_argument("--max-new-tokens", type=int, default=None,
+    text.add_argument("--batch-size", type=_at_least_one, default=None, help="default: the profile's evaluation.batch_size")
+    text.add_argument("--max-new-tokens", type=_at_least_one, default=None,
                       help="default: the profile's evaluation.max_new_tokens")
     text.set_defaults(handler=translate)
 

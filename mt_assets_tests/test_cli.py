@@ -54,3 +54,29 @@ def test_recipe_prints_the_profiles_lora_recipe(profile, capsys):
     assert cli.main(["recipe", "--profile", str(profile)]) == 0
     recipe = json.loads(capsys.readouterr().out)
     assert recipe["r"] == 32 and recipe["epochs"] == 4 and recipe["target_modules"] == "all-linear"
+
+
+def test_materialize_exits_nonzero_when_a_check_of_severity_error_fails(tmp_path, untrained_tiny_model,
+                                                                         monkeypatch, capsys):
+    """One training step logs one loss: training_loss_decreased (severity ERROR) fails, the run succeeds."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    profile = write_profile(tmp_path / "one_step.yaml", tmp_path / "lake", untrained_tiny_model, pretrain_steps=0,
+                            executor={"type": "in_process"}, training={"max_steps": 1, "logging_steps": 1})
+    assert cli.main(["run", "--profile", str(profile), "--select", "++adapter_B"]) == 1
+    out, err = capsys.readouterr()
+    assert "check adapter_B:training_loss_decreased: FAILED (ERROR)" in out
+    assert "1 check(s) of severity ERROR failed: adapter_B:training_loss_decreased" in err
+    assert (tmp_path / "lake" / "adapter_B").is_dir()  # the assets themselves were made
+    assert not (tmp_path / "lake" / "test_A.parquet").exists()  # train_A was made alone
+
+
+def test_materialize_exits_zero_when_only_a_warning_fails(tmp_path, untrained_tiny_model, monkeypatch, capsys):
+    """The whole graph on the untrained tiny model: B (one epoch) does not beat A, a warning only."""
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    profile = write_profile(tmp_path / "one_epoch.yaml", tmp_path / "lake", untrained_tiny_model, pretrain_steps=0,
+                            executor={"type": "in_process"}, training={"epochs": 1, "batch_size": 16})
+    assert cli.main(["run", "--profile", str(profile)]) == 0
+    out, err = capsys.readouterr()
+    assert "check bleu_table:b_beats_a: FAILED (WARN)" in out  # the warning this test is about did fire
+    assert "(ERROR)" not in out and "severity ERROR" not in err
+    assert (tmp_path / "lake" / "bleu_table.parquet").is_file()

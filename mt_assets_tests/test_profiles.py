@@ -58,7 +58,7 @@ def test_missing_teacher_endpoint_is_named(tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("corpus: {type: ftp}\n", r"corpus.type 'ftp' is not one of"),
-    ("trainng: {r: 8}\n", r"unknown setting\(s\) \['trainng'\]"),
+    ("trainng: {r: 8}\n", r"unknown setting\(s\) trainng \(did you mean 'training'\?\)"),
     ("training: {r: eight}\n", r"invalid settings in 'training'"),
     ("- a list\n", "must hold a mapping"),
 ])

@@ -28,7 +28,8 @@ def opus_sample(context: dg.AssetExecutionContext, experiment: Experiment,
     source_lang, target_lang = experiment.check_languages()
     context.log.info(f"Sampling {experiment.sample_size} pairs from {corpus.origin} with seed {experiment.seed}")
     sample, report = sample_pairs(corpus.rows(source_lang, target_lang), experiment.sample_size,
-                                  experiment.seed, source_lang, target_lang, corpus.origin)
+                                  experiment.seed, source_lang, target_lang, corpus.origin,
+                                  max_chars=experiment.max_chars)
     context.add_output_metadata({"cleaning": report, "seed": experiment.seed, "preview": preview(sample),
                                  "corpus_revision": corpus_revision(corpus)})
     return versioned(sample)
@@ -46,18 +47,24 @@ def corpus_revision(corpus: CorpusSource) -> str:
     group_name="data",
     outs={
         "train_A": dg.AssetOut(kinds=DATA_KINDS, code_version="1", dagster_type=PairTable, metadata=PAIR_TABLE_METADATA,
-                               description="The training side of the seeded split of opus_sample."),
+                               is_required=False, description="The training side of the seeded split of opus_sample."),
         "test_A": dg.AssetOut(kinds=DATA_KINDS, code_version="1", dagster_type=PairTable, metadata=PAIR_TABLE_METADATA,
-                              description="The held-out side of the seeded split of opus_sample: every "
+                              is_required=False, description="The held-out side of the seeded split of opus_sample: every "
                               "system is scored on it, and nothing trains on it."),
     },
+    can_subset=True,
 )
 def train_test_split(context: dg.AssetExecutionContext, experiment: Experiment, opus_sample: pd.DataFrame):
-    """Split opus_sample into train_A and test_A (test share `experiment.test_fraction`)."""
+    """Split opus_sample into train_A and test_A (test share `experiment.test_fraction`).
+
+    Either side can be materialized alone: the split is a function of opus_sample and the seed, so
+    it matches the other side made from the same opus_sample (no_test_pair_in_train checks that)."""
     train, test = split_train_test(opus_sample, experiment.test_fraction, experiment.seed)
     context.log.info(f"Split {len(opus_sample)} pairs into {len(train)} train and {len(test)} test")
-    yield versioned(train, output_name="train_A", metadata={"preview": preview(train)})
-    yield versioned(test, output_name="test_A", metadata={"preview": preview(test)})
+    selected = context.op_execution_context.selected_output_names
+    for name, table in (("train_A", train), ("test_A", test)):
+        if name in selected:
+            yield versioned(table, output_name=name, metadata={"preview": preview(table)})
 
 
 def check_result(finding: validators.Finding, passed: bool | None = None, severity=dg.AssetCheckSeverity.ERROR,

@@ -14,12 +14,14 @@ import pandas as pd
 
 from mt_assets.defs.io_manager import Folder
 from mt_assets.defs.models import BaseModel
+from mt_assets.defs.resources import AtLeastOne
 from mt_assets.defs.training import GPU_POOL, GPU_TAGS, LINEAGE_FILE, read_adapter_log
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib import langid
 from mt_assets.lib.charts import bleu_bars, loss_curves
 from mt_assets.lib.hashing import folder_hash, table_hash
 from mt_assets.lib.metrics import score_systems
+from mt_assets.lib.prompt import check_prompts_fit
 from mt_assets.lib.translate import translate
 
 SYSTEMS = {"A": None, "B": "adapter_B", "C": "adapter_C", "D": "adapter_D"}
@@ -30,9 +32,9 @@ BASELINES = ("A", "B")
 class Evaluation(dg.ConfigurableResource):
     """How systems are run and scored on test_A."""
 
-    batch_size: int = 16
+    batch_size: AtLeastOne = 16
     """Sentences per batch, when token_budget is None."""
-    max_new_tokens: int = 128
+    max_new_tokens: AtLeastOne = 128
     decoder: str = "fast"
     """fast: lib.decoding's greedy loop (preallocated KV cache, finished rows leave the batch);
     generate: transformers' generate, the reference. Both give the same translations."""
@@ -67,6 +69,9 @@ def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_m
     model = base_model.load_model(fresh=True)
     reference = base_model.reference()
     test_hash = table_hash(test_A)
+    check_prompts_fit(tokenizer, model.config, list(test_A["source"]), source_lang, target_lang,  # before any work
+                      evaluation.max_new_tokens, "test_A", (f"pair {p}" for p in test_A["pair_id"]),
+                      "Lower setting experiment.max_chars (opus_sample leaves longer pairs out) or evaluation.max_new_tokens")
     for system, asset in SYSTEMS.items():
         if asset:
             model = (PeftModel.from_pretrained(model, str(adapters[asset]), adapter_name=system)

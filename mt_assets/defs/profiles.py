@@ -10,6 +10,7 @@ executor (``executor``) and the evaluation schedule (``schedule``).
 """
 
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,37 @@ def profile_path(name_or_path: str) -> Path:
     return builtin
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (at any depth): plain
+    SafeLoader keeps the last one and drops the first without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ProfileError(
+                    f"line {key_node.start_mark.line + 1}: setting {key!r} is given twice (first on line "
+                    f"{seen[key] + 1}); the second would silently replace the first: merge them into one"
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _suggest(name: str, known) -> str:
+    """`` (did you mean 'x'?)`` for the closest known name, else nothing."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _refuse_unknown(profile: dict, where: str, given, known) -> None:
+    """A ProfileError naming each key of `given` not in `known`, with the closest known key."""
+    unknown = sorted(set(given) - set(known), key=str)
+    if unknown:
+        named = ", ".join(f"{where}{key}{_suggest(key, known)}" for key in unknown)
+        raise ProfileError(f"{profile['file']}: unknown setting(s) {named}; known: {sorted(known)}")
+
+
 def _expand(value: Any) -> Any:
     if isinstance(value, str):
         return value.replace("{package_data}", str(PACKAGE_DATA)).replace("{shared_data}", str(shared_data_dir()))
@@ -92,7 +124,10 @@ def _merge(base: dict, override: dict) -> dict:
 def _read(path: Path, extended_by: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A profile file's settings, on top of those of the profile it `extends`."""
     with path.open(encoding="utf-8") as handle:
-        profile = yaml.safe_load(handle) or {}
+        try:
+            profile = yaml.load(handle, Loader=_UniqueKeyLoader) or {}
+        except ProfileError as err:
+            raise ProfileError(f"profile file {path}, {err}") from None
     if not isinstance(profile, dict):
         raise ProfileError(f"profile file {path} must hold a mapping of settings")
     base = profile.pop("extends", None)
@@ -123,6 +158,7 @@ def _section(profile: dict, key: str) -> dict:
 
 
 def _build(cls, profile: dict, key: str, settings: dict):
+    _refuse_unknown(profile, f"{key}.", settings, getattr(cls, "model_fields", settings))
     try:
         return cls(**settings)
     except pydantic.ValidationError as err:
@@ -144,9 +180,7 @@ def _backend(profile: dict, key: str):
 def build_resources(profile: dict) -> dict[str, Any]:
     """The resources for a loaded profile, keyed as the assets' parameters name them."""
     known = {"data_lake", "executor", "schedule", *BACKENDS, *SETTINGS}
-    unknown = set(profile) - {"name", "file", *known}
-    if unknown:
-        raise ProfileError(f"{profile['file']}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    _refuse_unknown(profile, "", set(profile) - {"name", "file"}, known)
     resources: dict[str, Any] = {"io_manager": DataLakeIOManager(base_path=str(profile.get("data_lake", "data_lake")))}
     resources.update({key: _backend(profile, key) for key in BACKENDS})
     resources.update({key: _build(cls, profile, key, _section(profile, key)) for key, cls in SETTINGS.items()})

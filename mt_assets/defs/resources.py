@@ -4,11 +4,21 @@
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
 import dagster as dg
+import pydantic
 
 from mt_assets.lib import corpus
 from mt_assets.lib.languages import language
+
+
+AtLeastOne = Annotated[int, pydantic.Field(ge=1)]
+"""A count that 0 would make meaningless (batch sizes, tokens to generate): refused as a setting."""
+Positive = Annotated[float, pydantic.Field(gt=0)]
+Seed = Annotated[int, pydantic.Field(ge=0, le=2**32 - 1)]
+"""A seed every generator takes (numpy's and torch's refuse negative ones)."""
+Fraction = Annotated[float, pydantic.Field(gt=0, lt=1)]
 
 
 class Experiment(dg.ConfigurableResource):
@@ -16,9 +26,12 @@ class Experiment(dg.ConfigurableResource):
 
     source_lang: str = "de"
     target_lang: str = "fr"
-    sample_size: int = 1000
-    seed: int = 42
-    test_fraction: float = 0.2
+    sample_size: AtLeastOne = 1000
+    seed: Seed = 42
+    test_fraction: Fraction = 0.2
+    max_chars: AtLeastOne = 1000
+    """Pairs with a longer source or target are left out of the sample (and counted): one sentence
+    of 100,000 characters would otherwise pass every check and exhaust memory in translation."""
 
     def check_languages(self) -> tuple[str, str]:
         """The validated language pair; an unknown code raises naming the setting."""

@@ -17,6 +17,7 @@ import pandas as pd
 
 from mt_assets.defs.io_manager import DataLakeIOManager, Folder
 from mt_assets.defs.models import BaseModel
+from mt_assets.defs.resources import AtLeastOne, Positive, Seed
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.checkpoints import remove_mirror, restore_checkpoints
 from mt_assets.lib.hashing import table_hash
@@ -52,10 +53,10 @@ class Training(dg.ConfigurableResource):
     [all-linear]: every linear layer but the output head."""
     modules_to_save: list[str] | None = None
     max_length: int = 256
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
+    batch_size: AtLeastOne = 4
+    gradient_accumulation_steps: AtLeastOne = 1
     learning_rate: float = 1e-4
-    epochs: float = 2.0
+    epochs: Positive = 2.0
     max_steps: int = -1
     warmup_ratio: float = 0.0
     lr_scheduler: str = "linear"
@@ -64,7 +65,7 @@ class Training(dg.ConfigurableResource):
     validation_fraction: float = 0.1
     eval_steps: int | None = None
     logging_steps: int = 5
-    seed: int = 42
+    seed: Seed = 42
     gradient_checkpointing: bool = False
     kernels: str = "fast"
     """fast (fused attention and GELU) or eager: the same results within float rounding."""

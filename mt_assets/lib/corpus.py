@@ -12,8 +12,10 @@ Supported local formats:
 
 from __future__ import annotations
 
+import csv
 import gzip
 import itertools
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,81 +40,153 @@ class RawPair:
     skipped: str | None = None
 
 
-def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
+LINE_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+"""Characters that `str.splitlines` and universal newlines take as line ends. Corpus files end a
+line at ``\n`` only (as ``wc -l`` counts), so these stay inside their line; cleaning later turns
+them into spaces and counts them."""
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines of a text split at ``\n`` only; a ``\r`` before the ``\n`` belongs to the line end."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def _open_lines(path: Path, keep_cr: bool = False) -> Iterator[tuple[int, str]]:
     """Yield (1-based line number, text) from a UTF-8 text file (gzip by suffix), streaming.
 
-    Accepts LF, CRLF and lone CR line endings and a leading byte-order mark.
+    Lines end at LF or CRLF only, as ``wc -l`` counts them: a lone CR or another Unicode line break
+    stays inside its line. A leading byte-order mark is dropped; so is the CR of a CRLF unless
+    `keep_cr` (a quoted TSV field may hold a CRLF).
     """
     if not path.is_file():
         raise CorpusError(f"corpus file {path} not found: check the corpus path setting")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        line_no = 0
-        for raw in handle:
-            raw = raw.removesuffix(b"\n").removesuffix(b"\r")
-            # Like Python's universal newlines, a lone CR also ends a line.
-            for piece in raw.split(b"\r"):
+    line_no = 0
+    try:
+        with opener(path, "rb") as handle:
+            for raw in handle:
                 line_no += 1
+                raw = raw.removesuffix(b"\n")
+                if not keep_cr:
+                    raw = raw.removesuffix(b"\r")
                 try:
-                    text = piece.decode("utf-8")
+                    text = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
                     raise CorpusError(
                         f"{path}, line {line_no}: bytes are not valid UTF-8 (byte {err.start}: "
-                        f"{piece[err.start:err.start + 1]!r}); re-encode the file as UTF-8"
+                        f"{raw[err.start:err.start + 1]!r}); re-encode the file as UTF-8"
                     ) from None
                 if line_no == 1:
                     text = text.removeprefix("\ufeff")
                 yield line_no, text
+    except (EOFError, OSError, zlib.error) as err:
+        raise CorpusError(
+            f"{path} cannot be read past line {line_no}: {err}. The file is truncated or corrupt; "
+            "download or compress it again (check it with `gzip -t`)"
+        ) from None
+
+
+_CR_STAND_IN = "\uffff"
+"""A Unicode noncharacter that carries a lone CR through the csv module, which would end a record
+there: rows are split at LF only."""
 
 
 def read_tsv(path: Path, source_column: str, target_column: str) -> Iterator[RawPair]:
-    """A tab-separated file whose first line names the columns."""
-    lines = _open_lines(Path(path))
+    """A tab-separated file whose first line names the columns.
+
+    Read as the csv module and pandas write it (``delimiter="\t"``): a field in double quotes may
+    hold tabs, quotes (doubled) and line breaks, and the quotes are removed. A row's number is the
+    line it starts on.
+    """
+    path = Path(path)
+    current = {"line": 0}
+
+    def physical_lines() -> Iterator[str]:
+        for line_no, text in _open_lines(path, keep_cr=True):
+            current["line"] = line_no
+            text, end = (text[:-1], "\r\n") if text.endswith("\r") else (text, "\n")
+            if "\r" in text:
+                if _CR_STAND_IN in text:
+                    raise CorpusError(f"{path}, line {line_no}: holds both a carriage return and U+FFFF, "
+                                      "which this reader cannot tell apart; remove one of them")
+                text = text.replace("\r", _CR_STAND_IN)
+            yield text + end
+
+    def restore(fields: list[str]) -> list[str]:
+        return [f.replace(_CR_STAND_IN, "\r") if _CR_STAND_IN in f else f for f in fields]
+
+    records = csv.reader(physical_lines(), delimiter="\t", quotechar='"', doublequote=True, strict=True)
+    start = 1
     try:
-        _, header_line = next(lines)
-    except StopIteration:
-        raise CorpusError(f"{path} is empty: expected a header line naming the columns") from None
-    header = header_line.split("\t")
-    missing = [c for c in (source_column, target_column) if c not in header]
-    if missing:
-        raise CorpusError(
-            f"{path}: column(s) {missing} not found; the header has {header}. Set the corpus "
-            "source_column/target_column settings to the right names"
-        )
-    src_i, tgt_i = header.index(source_column), header.index(target_column)
-    for line_no, line in lines:
-        if not line.strip():
-            yield RawPair(line_no, "", "", skipped="blank line")
-            continue
-        fields = line.split("\t")
-        if len(fields) != len(header):
+        header = restore(next(records, None) or [])
+        if not header:
+            raise CorpusError(f"{path} has no header on line 1: expected a header line naming the columns")
+        missing = [c for c in (source_column, target_column) if c not in header]
+        if missing:
             raise CorpusError(
-                f"{path}, line {line_no}: {len(fields)} tab-separated fields, the header has "
-                f"{len(header)}; a tab inside a sentence or a missing field?"
+                f"{path}: column(s) {missing} not found; the header has {header}. Set the corpus "
+                "source_column/target_column settings to the right names"
             )
-        yield RawPair(line_no, fields[src_i], fields[tgt_i])
+        src_i, tgt_i = header.index(source_column), header.index(target_column)
+        start = current["line"] + 1
+        for fields in records:
+            fields = restore(fields)
+            if not any(field.strip() for field in fields):
+                yield RawPair(start, "", "", skipped="blank line")
+            elif len(fields) != len(header):
+                raise CorpusError(
+                    f"{path}, line {start}: {len(fields)} tab-separated fields, the header has "
+                    f"{len(header)}; a tab inside a sentence must be in a quoted field (as csv.writer "
+                    "and pandas to_csv write it), or a field is missing"
+                )
+            else:
+                yield RawPair(start, fields[src_i], fields[tgt_i])
+            start = current["line"] + 1
+    except csv.Error as err:
+        raise CorpusError(
+            f"{path}, line {start}: cannot read the row as TSV ({err}). A field that starts with a "
+            "double quote is read as a quoted field (closed by a quote before the next tab, with "
+            "quotes inside doubled); quote such fields as csv.writer and pandas to_csv do"
+        ) from None
 
 
 def read_parquet(path: Path, source_column: str, target_column: str) -> Iterator[RawPair]:
-    """A Parquet file, read in record batches."""
+    """A Parquet file of text columns, read in record batches."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"corpus file {path} not found: check the corpus path setting")
-    parquet = pq.ParquetFile(path)
-    columns = parquet.schema_arrow.names
-    missing = [c for c in (source_column, target_column) if c not in columns]
+    try:
+        parquet = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise CorpusError(f"{path} is not a readable Parquet file ({err}): write it again, or set the "
+                          "corpus format setting to the file's real format") from None
+    schema = parquet.schema_arrow
+    missing = [c for c in (source_column, target_column) if c not in schema.names]
     if missing:
         raise CorpusError(
-            f"{path}: column(s) {missing} not found; the file has {columns}. Set the corpus "
+            f"{path}: column(s) {missing} not found; the file has {schema.names}. Set the corpus "
             "source_column/target_column settings to the right names"
         )
+    for column in (source_column, target_column):
+        kind = schema.field(column).type
+        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)):
+            raise CorpusError(f"{path}: column {column!r} holds {kind}, not text: store the sentences as "
+                              "strings, or set source_column/target_column to the text columns")
     row = 0
-    for batch in parquet.iter_batches(columns=[source_column, target_column], batch_size=8192):
-        for source, target in zip(*(batch.column(i).to_pylist() for i in range(2))):
-            row += 1
-            yield RawPair(row, source or "", target or "")
+    try:
+        for batch in parquet.iter_batches(columns=[source_column, target_column], batch_size=8192):
+            for source, target in zip(*(batch.column(i).to_pylist() for i in range(2))):
+                row += 1
+                yield RawPair(row, source or "", target or "")
+    except (pa.ArrowException, OSError) as err:
+        raise CorpusError(f"{path} cannot be read past row {row} ({err}): the file is truncated or "
+                          "corrupt; write it again") from None
 
 
 def moses_files(prefix: Path, source_lang: str, target_lang: str) -> tuple[Path, Path]:

@@ -35,3 +35,32 @@ def clean_output(text: str, source_lang: str, target_lang: str) -> str:
         if line.startswith(label):
             line = line[len(label):].strip()
     return line
+
+
+def context_length(config) -> int | None:
+    """The positions a model takes (GPT-Neo, Llama: max_position_embeddings; GPT-2: n_positions)."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def prompts_too_long(tokenizer, config, sources, source_lang: str, target_lang: str,
+                     max_new_tokens: int) -> tuple[int | None, list[tuple[int, int]]]:
+    """The model's context and the (index, prompt tokens) of each source whose prompt plus
+    `max_new_tokens` does not fit in it: translating those would fail, or ask for memory without bound."""
+    limit = context_length(config)
+    if limit is None:
+        return None, []
+    prompts = [build_prompt(s, source_lang, target_lang) for s in sources]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]]
+    return limit, [(i, n) for i, n in enumerate(lengths) if n + max_new_tokens > limit]
+
+
+def check_prompts_fit(tokenizer, config, sources, source_lang: str, target_lang: str, max_new_tokens: int,
+                      where: str, labels, advice: str) -> None:
+    """Raise ValueError naming `where` and the labels (row names) of the sources too long to translate."""
+    limit, long_rows = prompts_too_long(tokenizer, config, sources, source_lang, target_lang, max_new_tokens)
+    if long_rows:
+        labels = list(labels)
+        shown = ", ".join(f"{labels[i]} ({tokens} tokens)" for i, tokens in long_rows[:5])
+        raise ValueError(
+            f"{where}: {len(long_rows)} sentence(s) too long for the model's context of {limit} tokens with "
+            f"max_new_tokens {max_new_tokens}: {shown}{', ...' if len(long_rows) > 5 else ''}. {advice}")

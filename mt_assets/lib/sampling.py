@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from mt_assets.lib.corpus import CorpusError, RawPair
+from mt_assets.lib.corpus import LINE_BREAKS, CorpusError, RawPair
 from mt_assets.lib.pairs import is_blank, make_pairs, normalize_text, pair_id
 
 _ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
@@ -25,7 +25,12 @@ _MAX_UNESCAPES = 3
 
 def clean_text(text: str, counts: Counter) -> str:
     """Remove NUL bytes and byte-order marks (left inside text when files are concatenated),
-    decode HTML entities (OPUS has many: ``&quot;``, even ``&amp;quot;``), fold whitespace."""
+    decode HTML entities (OPUS has many: ``&quot;``, even ``&amp;quot;``), fold whitespace.
+
+    Line breaks inside a sentence (a lone CR, form feed, U+2028, ...: readers split lines at LF
+    only) become spaces, counted as ``line_breaks_replaced``."""
+    if any(mark in text for mark in LINE_BREAKS):
+        counts["line_breaks_replaced"] += 1
     if "\x00" in text:
         counts["nul_bytes_removed"] += 1
         text = text.replace("\x00", "")
@@ -41,13 +46,14 @@ def clean_text(text: str, counts: Counter) -> str:
     return normalize_text(text)
 
 
-def clean_rows(rows: Iterable[RawPair], counts: Counter,
-               exclude_ids: frozenset[str] = frozenset()) -> Iterator[tuple[int, str, str]]:
+def clean_rows(rows: Iterable[RawPair], counts: Counter, exclude_ids: frozenset[str] = frozenset(),
+               max_chars: int | None = None) -> Iterator[tuple[int, str, str]]:
     """Clean rows and yield ``(row, source, target)`` for the usable ones, counting the rest.
 
     Dropped (and counted): rows a reader skipped, pairs blank on either side, pairs whose source
-    equals their target, excluded pair ids, and repeats of an earlier source sentence (so no test
-    source can reappear in training with another translation).
+    equals their target, excluded pair ids, pairs with a side longer than `max_chars` characters,
+    and repeats of an earlier source sentence (so no test source can reappear in training with
+    another translation).
     """
     seen_sources: set[int] = set()
     for raw in rows:
@@ -61,6 +67,9 @@ def clean_rows(rows: Iterable[RawPair], counts: Counter,
             continue
         if source == target:
             counts["dropped: source identical to target"] += 1
+            continue
+        if max_chars is not None and max(len(source), len(target)) > max_chars:
+            counts["dropped: longer than max_chars"] += 1
             continue
         if exclude_ids and pair_id(source, target) in exclude_ids:
             counts["dropped: excluded pair"] += 1
@@ -82,7 +91,8 @@ def all_pairs(rows: Iterable[RawPair], source_lang: str, target_lang: str, origi
 
 
 def sample_pairs(rows: Iterable[RawPair], size: int, seed: int, source_lang: str, target_lang: str,
-                 origin: str, exclude_ids: frozenset[str] = frozenset()) -> tuple[pd.DataFrame, dict]:
+                 origin: str, exclude_ids: frozenset[str] = frozenset(),
+                 max_chars: int | None = None) -> tuple[pd.DataFrame, dict]:
     """A seeded uniform sample of `size` distinct, clean pairs (see `clean_rows`), in one pass.
 
     Reservoir sampling keeps memory at `size` rows plus one hash per distinct source, so a corpus
@@ -93,7 +103,7 @@ def sample_pairs(rows: Iterable[RawPair], size: int, seed: int, source_lang: str
     rng = random.Random(seed)
     counts: Counter = Counter()
     reservoir: list[tuple[int, str, str]] = []
-    for usable, row in enumerate(clean_rows(rows, counts, exclude_ids), start=1):
+    for usable, row in enumerate(clean_rows(rows, counts, exclude_ids, max_chars), start=1):
         if len(reservoir) < size:
             reservoir.append(row)
         else:

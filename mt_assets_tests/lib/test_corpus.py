@@ -125,3 +125,53 @@ def test_hugging_face_loader_reads_an_opus_style_dataset_folder(tmp_path):
     assert texts(corpus.read_hf_dataset(str(folder), None, "test", "de", "fr")) == PAIRS
     with pytest.raises(CorpusError, match=r"has languages \['de', 'fr'\], not \['en'\]"):
         list(corpus.read_hf_dataset(str(folder), None, "test", "de", "en"))
+
+
+UNICODE_BREAKS = ["\r", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("mark", UNICODE_BREAKS, ids=repr)
+def test_a_line_break_inside_a_line_does_not_split_it(tmp_path, mark):
+    pairs = [(f"Guten{mark}Morgen.", "Bonjour."), ("Wo ist der Bahnhof?", f"Où est{mark}la gare ?"),
+             ("Ich habe Hunger.", "J'ai faim."), (f"{mark}Hallo", "Salut.")]
+    write_moses(tmp_path / "train", pairs)
+    assert texts(corpus.read_moses(tmp_path / "train", "de", "fr")) == pairs
+    tsv = tmp_path / "c.tsv"
+    tsv.write_bytes(("de\tfr\r\n" + "".join(f"{d}\t{f}\r\n" for d, f in pairs)).encode())
+    rows = list(corpus.read_tsv(tsv, "de", "fr"))
+    assert texts(rows) == pairs and [r.row for r in rows] == [2, 3, 4, 5]
+    assert corpus.split_lines("a\rb\nc\u2028d\r\ne\n") == ["a\rb", "c\u2028d", "e"]
+
+
+def test_moses_line_count_in_the_error_is_the_one_wc_counts(tmp_path):
+    (tmp_path / "train.de").write_bytes(b"eins\rzwei\ndrei\nvier\n")
+    (tmp_path / "train.fr").write_bytes(b"un\ndeux\ntrois\nquatre\n")
+    wc = {lang: (tmp_path / f"train.{lang}").read_bytes().count(b"\n") for lang in ("de", "fr")}
+    assert wc == {"de": 3, "fr": 4}
+    with pytest.raises(CorpusError, match=r"train.fr has a line 4 but .*train.de ends at line 3"):
+        list(corpus.read_moses(tmp_path / "train", "de", "fr"))
+
+
+@pytest.mark.parametrize("values", [[1, 2], [b"Hallo", b"Tag"], [["Hallo"], ["Tag"]], [1.5, 2.5]],
+                         ids=["int", "bytes", "list", "float"])
+def test_parquet_column_of_the_wrong_type_is_named(tmp_path, values):
+    path = tmp_path / "c.parquet"
+    pd.DataFrame({"de": values, "fr": ["Bonjour", "Salut"]}).to_parquet(path)
+    with pytest.raises(CorpusError, match=r"c.parquet: column 'de' holds .*, not text: store the sentences as strings"):
+        list(corpus.read_parquet(path, "de", "fr"))
+
+
+def test_a_file_that_is_not_parquet_is_named(tmp_path):
+    path = tmp_path / "c.parquet"
+    path.write_text("de\tfr\nHallo\tSalut\n")
+    with pytest.raises(CorpusError, match=r"c.parquet is not a readable Parquet file"):
+        list(corpus.read_parquet(path, "de", "fr"))
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.95])
+def test_a_truncated_gz_names_the_file_and_the_last_line_read(tmp_path, cut):
+    write_moses(tmp_path / "train", PAIRS * 400, gz=True)
+    data = (tmp_path / "train.fr.gz").read_bytes()
+    (tmp_path / "train.fr.gz").write_bytes(data[:int(len(data) * cut)])
+    with pytest.raises(CorpusError, match=r"train.fr.gz cannot be read past line \d+: .*truncated or corrupt"):
+        list(corpus.read_moses(tmp_path / "train", "de", "fr"))
