@@ -33,9 +33,9 @@ def _resources(profile: dict) -> dict:
 
 
 def _lake(profile: dict):
-    from upath import UPath
+    from mt_assets.defs.io_manager import lake_root
 
-    return UPath(str(profile.get("data_lake", "data_lake")))
+    return lake_root(str(profile.get("data_lake", "data_lake")))
 
 
 def materialize(args: argparse.Namespace) -> int:

@@ -15,14 +15,19 @@ import traceback
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 
+from mt_assets.defs.io_manager import DataLakeIOManager, LakeError
+from mt_assets.lib.pairs import make_pairs
 from mt_assets.lib.urls import credential_parts, redact_url
 from mt_assets_tests.test_faults import (
     closed_port,
     every_file,
     failure_text,
+    hidden_debris,
     loopback,
+    metadata,
     model_dir,  # noqa: F401 (fixture)
     new_lake,
     spec,
@@ -121,3 +126,80 @@ def test_credentials_in_the_teacher_url_show_up_nowhere(ledger, model_dir, table
         places = {**texts, **{str(path): path.read_bytes() for path in files}}
         for secret in (URL_USER, URL_PASSWORD, URL_TOKEN):
             fault.no_secret(secret, places)
+
+
+# --- where the lake is and what it holds ------------------------------------------------------------
+
+def pair_table() -> pd.DataFrame:
+    return make_pairs(["Guten Tag", "Danke", "Tschüss"], ["Bonjour", "Merci", "Salut"], "de", "fr", "unit")
+
+
+@dg.asset
+def produced() -> pd.DataFrame:
+    return pair_table()
+
+
+@dg.asset
+def consumed(produced: pd.DataFrame) -> pd.DataFrame:
+    return produced.head(1)
+
+
+def lake_run(base_path: str, instance, selection=None, raise_on_error=True) -> dg.ExecuteInProcessResult:
+    return dg.materialize([produced, consumed], resources={"io_manager": DataLakeIOManager(base_path=base_path)},
+                          instance=instance, selection=selection, raise_on_error=raise_on_error)
+
+
+def test_a_lake_under_home_or_a_variable_is_expanded(ledger, tmp_path, instance, monkeypatch):
+    with ledger.fault("lake: data_lake ~/lake and $VAR/lake") as fault:
+        home, work = tmp_path / "home", tmp_path / "work"
+        home.mkdir(), work.mkdir()
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("MT_TEST_LAKE_ROOT", str(tmp_path / "elsewhere"))
+        monkeypatch.chdir(work)
+        result = lake_run("~/lake", instance)
+        fault.kept(len(pd.read_parquet(home / "lake" / "consumed.parquet")) == 1, "the table under ~/lake")
+        assert metadata(result, "produced")["path"] == str(home / "lake" / "produced.parquet")
+        assert list(work.iterdir()) == [], "nothing was written to a folder literally named ~"
+        lake_run("${MT_TEST_LAKE_ROOT}/lake", instance)
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "elsewhere" / "lake" / "produced.parquet"),
+                                      pair_table())
+        monkeypatch.delenv("MT_TEST_LAKE_ROOT")
+        with pytest.raises(LakeError, match=r"data_lake '\$MT_TEST_LAKE_ROOT/lake' names environment variable\(s\) "
+                                            r"\['MT_TEST_LAKE_ROOT'\] that are not set"):
+            lake_run("$MT_TEST_LAKE_ROOT/lake", instance)
+        assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["an empty file", "a file cut off after its header"])
+def test_a_table_write_that_produces_a_bad_file_fails_and_keeps_the_previous(ledger, lake, instance, monkeypatch,
+                                                                             case):
+    with ledger.fault(f"lake: a table write that silently produces {case}") as fault:
+        assert lake_run(str(lake), instance, selection=["produced"]).success
+        real = pd.DataFrame.to_parquet
+
+        def silently_bad(self, handle, index=False):  # a full disk or a broken mount that reports no error
+            if case == "a file cut off after its header":
+                real(self.head(0), handle, index=index)
+
+        monkeypatch.setattr(pd.DataFrame, "to_parquet", silently_bad)
+        result = lake_run(str(lake), instance, selection=["produced"], raise_on_error=False)
+        monkeypatch.undo()
+        assert not result.success and not result.get_asset_materialization_events()
+        found = "0 rows" if case == "a file cut off after its header" else "an unreadable file (ArrowInvalid"
+        assert f"written for {lake / 'produced.parquet'} reads back as {found}" in failure_text(result)
+        assert "not 3 rows; the previous table was left in place" in failure_text(result)
+        assert "setting data_lake" in failure_text(result)
+        fault.kept(pd.read_parquet(lake / "produced.parquet").equals(pair_table()), "the previous table")
+        assert hidden_debris(lake, "produced") == []
+
+
+def test_a_truncated_lake_table_fails_naming_it_and_the_fix(ledger, lake, instance):
+    with ledger.fault("lake: a truncated Parquet table") as fault:
+        assert lake_run(str(lake), instance, selection=["produced"]).success
+        table = lake / "produced.parquet"
+        table.write_bytes(table.read_bytes()[: table.stat().st_size // 2])
+        result = lake_run(str(lake), instance, selection=["consumed"], raise_on_error=False)
+        assert not result.success
+        assert f"asset produced: {table} is not a readable Parquet table" in failure_text(result)
+        assert "Materialize produced again (mt-assets materialize --select produced)" in failure_text(result)
+        fault.kept(not (lake / "consumed.parquet").exists(), "nothing was made from the damaged table")
