@@ -67,24 +67,11 @@ def materialize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _adapter_folder(profile: dict, adapter: str, scratch: Path) -> Path:
-    """A local folder of the adapter: a folder path as given, or an adapter asset of the data lake."""
-    if Path(adapter).is_dir():
-        return Path(adapter)
-    stored = _lake(profile) / adapter
-    if not stored.is_dir():
-        raise SystemExit(f"mt-assets: no adapter folder {adapter} and no asset {adapter} at {stored}: "
-                         "materialize it first (mt-assets materialize --select adapter_B) or give a folder")
-    if stored.protocol in ("", "file", "local"):
-        return Path(stored.path)
-    stored.fs.get(stored.path, str(scratch / adapter), recursive=True)
-    return scratch / adapter
-
-
 def translate(args: argparse.Namespace) -> int:
     """Translate a text file, one sentence a line, with the base model and (optionally) an adapter."""
     from peft import PeftModel
 
+    from mt_assets.defs.evaluation import adapter_folder
     from mt_assets.lib.translate import translate as run_translation
 
     profile = _profile(args.profile)
@@ -97,7 +84,7 @@ def translate(args: argparse.Namespace) -> int:
     model = base_model.load_model(fresh=True)
     with tempfile.TemporaryDirectory(prefix="mt-assets-adapter-") as scratch:
         if args.adapter:
-            folder = _adapter_folder(profile, args.adapter, Path(scratch))
+            folder = adapter_folder(_lake(profile), args.adapter)
             lineage = folder / "lineage.json"
             trained_on = json.loads(lineage.read_text()).get("base_model") if lineage.is_file() else None
             if trained_on and trained_on != base_model.reference()["base_model"]:

@@ -9,6 +9,7 @@ import base64
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import traceback
@@ -18,7 +19,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from mt_assets import cli
+from mt_assets.defs.evaluation import evaluation_assets
 from mt_assets.defs.io_manager import DataLakeIOManager, LakeError
+from mt_assets.lib.hashing import folder_hash
 from mt_assets.lib.pairs import make_pairs
 from mt_assets.lib.urls import credential_parts, redact_url
 from mt_assets_tests.test_faults import (
@@ -34,7 +38,8 @@ from mt_assets_tests.test_faults import (
     tables,  # noqa: F401 (fixture)
     teacher,
 )
-from mt_assets_tests.fault_support import REPO_ROOT, materialize
+from mt_assets_tests.fault_support import ASSETS, PRETRAIN_STEPS, REPO_ROOT, materialize, run_resources
+from mt_assets_tests.ops_support import write_profile
 
 URL_USER, URL_PASSWORD, URL_TOKEN = "canaryuser7f3a9d21c6", "canarypass5e8b0c44a1", "canarytoken9d1e6a73f2"
 """Credentials inside the teacher's base_url: none may show up anywhere but in the requests."""
@@ -203,3 +208,71 @@ def test_a_truncated_lake_table_fails_naming_it_and_the_fix(ledger, lake, instan
         assert f"asset produced: {table} is not a readable Parquet table" in failure_text(result)
         assert "Materialize produced again (mt-assets materialize --select produced)" in failure_text(result)
         fault.kept(not (lake / "consumed.parquet").exists(), "nothing was made from the damaged table")
+
+
+# --- adapters: checked against their recorded content hash before use -----------------------------
+
+EVALUATED = ["synth_B", "combined_C", "adapter_B", "adapter_C", "adapter_D", "translations"]
+
+
+def evaluate(lake: Path, model_dir: Path, selection: list[str], instance, **kwargs) -> dg.ExecuteInProcessResult:
+    return dg.materialize([*ASSETS, *evaluation_assets], resources=run_resources(spec(lake, model_dir)),
+                          selection=selection, instance=instance, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained_lake(tmp_path_factory, model_dir, tables) -> Path:  # noqa: F811
+    """A lake with every adapter trained and test_A translated (the fault suite's short recipe)."""
+    lake = new_lake(tmp_path_factory.mktemp("trained"), tables)
+    with dg.instance_for_test() as instance:
+        assert evaluate(lake, model_dir, EVALUATED, instance).success
+    return lake
+
+
+def damage(weights: Path, case: str) -> None:
+    if case == "64 KiB of weights overwritten":
+        data = bytearray(weights.read_bytes())
+        start = 8 + int.from_bytes(data[:8], "little")  # past the safetensors header: tensor bytes only
+        end = min(len(data), start + 64 * 1024)
+        data[start:end] = bytes(range(256)) * ((end - start) // 256) + bytes((end - start) % 256)
+        weights.write_bytes(bytes(data))
+    elif case == "weights file emptied":
+        weights.write_bytes(b"")
+    else:
+        weights.unlink()
+
+
+@pytest.mark.parametrize("case", ["64 KiB of weights overwritten", "weights file emptied", "weights file missing"])
+def test_a_damaged_adapter_stops_evaluation_naming_it_and_the_fix(ledger, trained_lake, model_dir, tmp_path,  # noqa: F811
+                                                                  instance, case):
+    with ledger.fault(f"adapters: {case}") as fault:
+        lake = tmp_path / "lake"
+        shutil.copytree(trained_lake, lake)
+        weights = lake / "adapter_B" / "adapter_model.safetensors"
+        intact = pd.read_parquet(lake / "translations.parquet")
+        damage(weights, case)
+        result = evaluate(lake, model_dir, ["translations"], instance, raise_on_error=False)
+        failure = failure_text(result)
+        assert not result.success and not result.get_asset_materialization_events()
+        assert f"asset adapter_B at {lake / 'adapter_B'} does not match the content hash recorded" in failure, failure
+        assert "materialize adapter_B again (mt-assets materialize --select adapter_B)" in failure
+        fault.kept(pd.read_parquet(lake / "translations.parquet").equals(intact), "the last good translations")
+
+        profile = write_profile(tmp_path / "profile.yaml", lake, model_dir, PRETRAIN_STEPS)
+        (tmp_path / "in.txt").write_text("Guten Tag.\n")
+        with pytest.raises(LakeError, match="asset adapter_B at .* does not match the content hash recorded"):
+            cli.main(["translate", str(tmp_path / "in.txt"), "--profile", str(profile), "--adapter", "adapter_B"])
+        if case != "64 KiB of weights overwritten":  # an adapter folder given by path has no record to check
+            why = "no weights file" if case == "weights file missing" else "the weights file .* is empty"
+            with pytest.raises(ValueError, match=f"adapter {lake / 'adapter_B'}: {why}.*Give the folder of a "
+                                                 "complete adapter"):
+                cli.main(["translate", str(tmp_path / "in.txt"), "--profile", str(profile),
+                          "--adapter", str(lake / "adapter_B")])
+
+
+def test_evaluation_runs_on_checked_adapters(trained_lake):
+    translations = pd.read_parquet(trained_lake / "translations.parquet")
+    for system in "BCD":
+        adapter = trained_lake / f"adapter_{system}"
+        assert (trained_lake / f".adapter_{system}.content_hash").read_text() == folder_hash(adapter)
+        assert set(translations.loc[translations["system"] == system, "adapter_hash"]) == {folder_hash(adapter)}
