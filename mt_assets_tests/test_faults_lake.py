@@ -274,5 +274,5 @@ def test_evaluation_runs_on_checked_adapters(trained_lake):
     translations = pd.read_parquet(trained_lake / "translations.parquet")
     for system in "BCD":
         adapter = trained_lake / f"adapter_{system}"
-        assert (trained_lake / f".adapter_{system}.content_hash").read_text() == folder_hash(adapter)
+        assert (trained_lake / ".content_hashes" / f"adapter_{system}").read_text() == folder_hash(adapter)
         assert set(translations.loc[translations["system"] == system, "adapter_hash"]) == {folder_hash(adapter)}

@@ -59,8 +59,9 @@ def test_folder_round_trip_replaces_previous_version(lake: Path, tmp_path: Path,
         assert not built.exists(), "the folder is moved into the lake, not kept twice"
     assert sorted(p.name for p in (lake / "artifact").iterdir()) == ["only-in-v2", "weights.txt"]
     assert pd.read_parquet(lake / "reader.parquet")["text"][0] == "v2"
-    assert [p.name for p in lake.iterdir() if p.name.startswith(".")] == [".artifact.content_hash"], "no debris"
-    assert (lake / ".artifact.content_hash").read_text() == folder_hash(lake / "artifact"), "the hash is recorded"
+    assert [p.name for p in lake.iterdir() if p.name.startswith(".")] == [".content_hashes"], "no debris"
+    assert [p.name for p in (lake / ".content_hashes").iterdir()] == ["artifact"], "no debris"
+    assert (lake / ".content_hashes" / "artifact").read_text() == folder_hash(lake / "artifact"), "hash recorded"
 
 
 def test_a_failed_write_leaves_the_previous_table_in_place(lake: Path, instance, monkeypatch):

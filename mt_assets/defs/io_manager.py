@@ -19,8 +19,8 @@ from upath import UPath
 from mt_assets.lib.hashing import folder_hash, table_hash
 from mt_assets.lib.urls import redact_url
 
-RECORD_SUFFIX = ".content_hash"
-"""A folder asset's content hash is kept beside it, in the hidden file ``.<name>.content_hash``."""
+RECORDS = ".content_hashes"
+"""A folder asset's content hash is kept beside it, in the hidden file ``.content_hashes/<name>``."""
 
 
 class LakeError(RuntimeError):
@@ -45,7 +45,7 @@ class DataLakeIOManager(dg.ConfigurableIOManager):
     half-written table or folder where a downstream asset would read it; a table is read back
     (its Parquet footer's row count) before the rename. Each output records its path, row count
     (tables) and a content hash as metadata; a folder's hash is also kept beside it in the lake
-    (``.<key>.content_hash``), and a folder is loaded only when its files still match it, as a
+    (``.content_hashes/<key>``), and a folder is loaded only when its files still match it, as a
     local folder (``local_folder``: object-store folders are downloaded once, by hash). On object
     storage a rename copies object by object: a reader in between fails on the hash, never
     reads a mix.
@@ -146,11 +146,12 @@ def _read_table(table: UPath, asset: str) -> pd.DataFrame:
 
 
 def _record(folder: UPath) -> UPath:
-    return folder.with_name(f".{folder.name}{RECORD_SUFFIX}")
+    return folder.parent / RECORDS / folder.name
 
 
 def _write_text(path: UPath, text: str) -> None:
-    temp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     temp.write_text(text)
     temp.rename(path)
 
@@ -222,12 +223,12 @@ def _replace_folder(source: Path, target: UPath) -> None:
             staging.fs.put(str(source), staging.path, recursive=True)
         previous = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
         if target.exists():
-            target.rename(previous)
+            _move(target, previous)
         try:
-            staging.rename(target)
+            _move(staging, target)
         except BaseException:
             if previous.exists() and not target.exists():
-                previous.rename(target)
+                _move(previous, target)
             raise
     except BaseException:
         if moved:
@@ -238,6 +239,18 @@ def _replace_folder(source: Path, target: UPath) -> None:
     if not moved:
         shutil.rmtree(source)
     _remove(previous)
+
+
+def _move(source: UPath, target: UPath) -> None:
+    """Rename a file or folder. On object storage a folder is copied object by object, server side
+    (fsspec's recursive move trips over the folder's own key), then removed."""
+    if source.protocol in ("", "file", "local") or not source.is_dir():
+        source.rename(target)
+        return
+    root = source.path.rstrip("/")
+    for key in source.fs.find(root):
+        source.fs.copy(key, target.path.rstrip("/") + key[len(root):])
+    source.fs.rm(root, recursive=True)
 
 
 def _remove(path: UPath) -> None:
