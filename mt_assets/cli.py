@@ -59,7 +59,7 @@ def materialize(args: argparse.Namespace) -> int:
     ]
     for evaluation in failed_checks:
         print(f"  check {evaluation.asset_check_key.to_user_string()}: FAILED ({evaluation.severity.value})")
-    lake = str(profile.get("data_lake", "data_lake"))
+    lake = str(_lake(profile))
     if not result.success:
         print(f"mt-assets: the run failed (run id {result.run_id}); see the log above", file=sys.stderr)
         return 1
