@@ -33,9 +33,9 @@ def _resources(profile: dict) -> dict:
 
 
 def _lake(profile: dict):
-    from upath import UPath
+    from mt_assets.defs.io_manager import lake_root
 
-    return UPath(str(profile.get("data_lake", "data_lake")))
+    return lake_root(str(profile.get("data_lake", "data_lake")))
 
 
 def _instance():
@@ -84,7 +84,7 @@ def materialize(args: argparse.Namespace) -> int:
     ]
     for evaluation in failed_checks:
         print(f"  check {evaluation.asset_check_key.to_user_string()}: FAILED ({evaluation.severity.value})")
-    lake = str(profile.get("data_lake", "data_lake"))
+    lake = str(_lake(profile))
     if not result.success:
         print(f"mt-assets: the run failed (run id {result.run_id}); see the log above", file=sys.stderr)
         return 1
@@ -95,20 +95,6 @@ def materialize(args: argparse.Namespace) -> int:
         return 1
     print(f"mt-assets: done. Run id {result.run_id}. Outputs are in {Path(lake).resolve() if '://' not in lake else lake}")
     return 0
-
-
-def _adapter_folder(profile: dict, adapter: str, scratch: Path) -> Path:
-    """A local folder of the adapter: a folder path as given, or an adapter asset of the data lake."""
-    if Path(adapter).is_dir():
-        return Path(adapter)
-    stored = _lake(profile) / adapter
-    if not stored.is_dir():
-        raise SystemExit(f"mt-assets: no adapter folder {adapter} and no asset {adapter} at {stored}: "
-                         "materialize it first (mt-assets materialize --select adapter_B) or give a folder")
-    if stored.protocol in ("", "file", "local"):
-        return Path(stored.path)
-    stored.fs.get(stored.path, str(scratch / adapter), recursive=True)
-    return scratch / adapter
 
 
 def _input_lines(path: Path) -> list[str]:
@@ -154,6 +140,7 @@ def translate(args: argparse.Namespace) -> int:
     """Translate a text file, one sentence a line, with the base model and (optionally) an adapter."""
     from peft import PeftModel
 
+    from mt_assets.defs.evaluation import adapter_folder
     from mt_assets.lib.translate import translate as run_translation
 
     profile = _profile(args.profile)
@@ -168,7 +155,7 @@ def translate(args: argparse.Namespace) -> int:
     _check_context(Path(args.input), lines, tokenizer, model, source_lang, target_lang, max_new_tokens)
     with tempfile.TemporaryDirectory(prefix="mt-assets-adapter-") as scratch:
         if args.adapter:
-            folder = _adapter_folder(profile, args.adapter, Path(scratch))
+            folder = adapter_folder(_lake(profile), args.adapter)
             lineage = folder / "lineage.json"
             trained_on = json.loads(lineage.read_text()).get("base_model") if lineage.is_file() else None
             if trained_on and trained_on != base_model.reference()["base_model"]:

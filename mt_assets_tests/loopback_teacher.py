@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -93,6 +94,8 @@ class RecordedRequest:
     fault: str | None
     time: float
     """time.monotonic() when the request arrived."""
+    path: str = ""
+    """The request target as sent, query string included."""
 
 
 def _near_variant(text: str) -> str:
@@ -264,7 +267,7 @@ class LoopbackTeacher:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path.rstrip("/") != "/v1/chat/completions":
+                if urlsplit(self.path).path.rstrip("/") != "/v1/chat/completions":
                     self._error(404, f"no route {self.path}")
                     return
                 with teacher._lock:
@@ -274,7 +277,8 @@ class LoopbackTeacher:
                     if fault is None and teacher.api_key is not None and auth != f"Bearer {teacher.api_key}":
                         fault = Fault("unauthorized")
                     teacher.requests.append(RecordedRequest(arrival, body.get("seed"), body, auth,
-                                                            fault.kind if fault else None, time.monotonic()))
+                                                            fault.kind if fault else None, time.monotonic(),
+                                                            self.path))
                 if fault is not None and fault.kind != "length":
                     try:
                         self._fault(fault, auth)

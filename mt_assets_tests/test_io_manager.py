@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mt_assets.defs.io_manager import DataLakeIOManager, Folder
-from mt_assets.lib.hashing import table_hash
+from mt_assets.lib.hashing import folder_hash, table_hash
 from mt_assets.lib.pairs import make_pairs
 
 
@@ -59,7 +59,9 @@ def test_folder_round_trip_replaces_previous_version(lake: Path, tmp_path: Path,
         assert not built.exists(), "the folder is moved into the lake, not kept twice"
     assert sorted(p.name for p in (lake / "artifact").iterdir()) == ["only-in-v2", "weights.txt"]
     assert pd.read_parquet(lake / "reader.parquet")["text"][0] == "v2"
-    assert not [p for p in lake.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in lake.iterdir() if p.name.startswith(".")] == [".content_hashes"], "no debris"
+    assert [p.name for p in (lake / ".content_hashes").iterdir()] == ["artifact"], "no debris"
+    assert (lake / ".content_hashes" / "artifact").read_text() == folder_hash(lake / "artifact"), "hash recorded"
 
 
 def test_a_failed_write_leaves_the_previous_table_in_place(lake: Path, instance, monkeypatch):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from mt_assets import cli
-from mt_assets.defs.io_manager import DataLakeIOManager
+from mt_assets.defs.io_manager import DataLakeIOManager, LakeError
 from mt_assets.defs.training import LINEAGE_FILE, Training, adapter_B
 from mt_assets.lib import train_job
 from mt_assets.lib.hashing import folder_hash, table_hash
@@ -179,5 +179,5 @@ def test_translate_command_uses_the_trained_adapter(pipes_run, untrained_tiny_mo
     assert [lines[0], lines[2], lines[3]] == expected
     assert expected != translate(base, tokenizer, sentences, "de", "fr", max_new_tokens=12)  # the adapter counts
 
-    with pytest.raises(SystemExit, match="no adapter folder adapter_X and no asset adapter_X"):
+    with pytest.raises(LakeError, match="no adapter folder adapter_X and no asset adapter_X"):
         cli.main(["translate", str(tmp_path / "in.txt"), "--profile", str(profile), "--adapter", "adapter_X"])

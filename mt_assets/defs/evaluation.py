@@ -11,8 +11,9 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from upath import UPath
 
-from mt_assets.defs.io_manager import Folder
+from mt_assets.defs.io_manager import Folder, LakeError, local_folder
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.resources import AtLeastOne
 from mt_assets.defs.training import GPU_POOL, GPU_TAGS, LINEAGE_FILE, read_adapter_log
@@ -22,7 +23,7 @@ from mt_assets.lib.charts import bleu_bars, loss_curves
 from mt_assets.lib.hashing import folder_hash, table_hash
 from mt_assets.lib.metrics import score_systems
 from mt_assets.lib.prompt import check_prompts_fit
-from mt_assets.lib.translate import translate
+from mt_assets.lib.translate import check_adapter_folder, translate
 
 SYSTEMS = {"A": None, "B": "adapter_B", "C": "adapter_C", "D": "adapter_D"}
 """System name -> the adapter asset it uses (A is the base model, zero-shot)."""
@@ -73,7 +74,8 @@ def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_m
                       evaluation.max_new_tokens, "test_A", (f"pair {p}" for p in test_A["pair_id"]),
                       "Lower setting experiment.max_chars (opus_sample leaves longer pairs out) or evaluation.max_new_tokens")
     for system, asset in SYSTEMS.items():
-        if asset:
+        if asset:  # the IO manager has checked the folder against its recorded content hash
+            check_adapter_folder(adapters[asset], asset)
             model = (PeftModel.from_pretrained(model, str(adapters[asset]), adapter_name=system)
                      if not isinstance(model, PeftModel) else model)
             if system not in model.peft_config:
@@ -168,6 +170,20 @@ def bleu_chart(context: dg.AssetExecutionContext, bleu_table: pd.DataFrame, **ad
         "bleu_signature": signature,
     })
     return versioned(Folder(folder))
+
+
+def adapter_folder(lake: UPath, adapter: str) -> Path:
+    """The local folder of `adapter`: a folder path as given, else the adapter asset of that name in
+    the data lake, checked against its recorded content hash (as evaluation loads it)."""
+    if Path(adapter).is_dir():
+        folder = Path(adapter)
+    elif (lake / adapter).is_dir():
+        folder = local_folder(lake / adapter, adapter)
+    else:
+        raise LakeError(f"no adapter folder {adapter} and no asset {adapter} in the data lake at {lake}: "
+                        f"materialize it first (mt-assets materialize --select {adapter}) or give a folder")
+    check_adapter_folder(folder, adapter)
+    return folder
 
 
 def _inline_png(png: bytes, alt: str) -> str:

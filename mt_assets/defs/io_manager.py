@@ -3,7 +3,9 @@
 
 import errno
 import os
+import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,9 +13,20 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from upath import UPath
 
 from mt_assets.lib.hashing import folder_hash, table_hash
+from mt_assets.lib.urls import redact_url
+
+RECORDS = ".content_hashes"
+"""A folder asset's content hash is kept beside it, in the hidden file ``.content_hashes/<name>``."""
+
+
+class LakeError(RuntimeError):
+    """A table or folder of the data lake that cannot be written or used; the message names the
+    path and what to do."""
 
 
 @dataclass(frozen=True)
@@ -33,14 +46,20 @@ class DataLakeIOManager(dg.ConfigurableIOManager):
     `gs://bucket/lake`; credentials come from the usual environment variables).
 
     Writes go to a temporary name first and are renamed into place, so a crash never leaves a
-    half-written table or folder where a downstream asset would read it. Each output records its
-    path, row count (tables) and a content hash as metadata.
+    half-written table or folder where a downstream asset would read it; a table is read back
+    (its Parquet footer's row count) before the rename. Each output records its path, row count
+    (tables) and a content hash as metadata; a folder's hash is also kept beside it in the lake
+    (``.content_hashes/<key>``), and a folder is loaded only when its files still match it, as a
+    local folder (``local_folder``: object-store folders are downloaded once, by hash). On object
+    storage a rename copies object by object: a reader in between fails on the hash, never
+    reads a mix.
     """
 
     base_path: str = "data_lake"
+    """Setting data_lake. ``~`` and environment variables (``$VAR``, ``${VAR}``) are expanded."""
 
     def _asset_path(self, context: dg.InputContext | dg.OutputContext) -> UPath:
-        path = UPath(self.base_path).joinpath(*context.asset_key.path)
+        path = lake_root(self.base_path).joinpath(*context.asset_key.path)
         if context.has_partition_key:
             path = path / context.partition_key
         return path
@@ -54,22 +73,24 @@ class DataLakeIOManager(dg.ConfigurableIOManager):
             try:
                 with temp.open("wb") as handle:
                     obj.to_parquet(handle, index=False)
+                _check_written(temp, target, len(obj), context.asset_key.to_user_string())
                 temp.rename(target)
             except BaseException:
                 _remove(temp)  # a failed write leaves the previous table and no debris
                 raise
             context.add_output_metadata({
-                "path": dg.MetadataValue.path(str(target)),
+                "path": dg.MetadataValue.path(redact_url(str(target))),
                 "dagster/row_count": len(obj),
                 "content_hash": table_hash(obj),
             })
         elif isinstance(obj, Folder):
             content_hash = folder_hash(obj.path)
             _replace_folder(obj.path, path)
-            if obj.stored:
+            _write_text(_record(path), content_hash)  # a reader checks the folder against it
+            if obj.stored:  # last: the adapter is in the lake, its checkpoints may go
                 obj.stored()
             context.add_output_metadata({
-                "path": dg.MetadataValue.path(str(path)),
+                "path": dg.MetadataValue.path(redact_url(str(path))),
                 "content_hash": content_hash,
             })
         else:
@@ -81,15 +102,109 @@ class DataLakeIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext):
         path = self._asset_path(context)
         table = path.with_name(path.name + ".parquet")
+        asset = context.asset_key.to_user_string()
         if table.exists():
-            with table.open("rb") as handle:
-                return pd.read_parquet(handle)
+            return _read_table(table, asset)
         if path.is_dir():
-            return path
+            return local_folder(path, asset)
         raise FileNotFoundError(
-            f"asset {context.asset_key.to_user_string()} has not been materialized: nothing at "
-            f"{table} or {path}/. Materialize it first"
+            f"asset {asset} has not been materialized: nothing at {redact_url(str(table))} or "
+            f"{redact_url(str(path))}/. Materialize it first"
         )
+
+
+def lake_root(base_path: str) -> UPath:
+    """The data lake at setting data_lake, with ``~`` and environment variables expanded; an
+    unset variable is an error naming it."""
+    expanded = os.path.expandvars(os.path.expanduser(str(base_path)))
+    unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", expanded)
+    if unset:
+        raise LakeError(f"setting data_lake {redact_url(str(base_path))!r} names environment variable(s) "
+                        f"{sorted(set(unset))} that are not set: export them or write the path out")
+    return UPath(expanded)
+
+
+def _check_written(temp: UPath, target: UPath, rows: int, asset: str) -> None:
+    """Read back the Parquet footer of a table just written to `temp`: it must hold `rows` rows."""
+    try:
+        with temp.open("rb") as handle:
+            found = f"{pq.ParquetFile(handle).metadata.num_rows} rows"
+    except (OSError, pa.ArrowException) as err:
+        found = f"an unreadable file ({type(err).__name__}: {err})"
+    if found != f"{rows} rows":
+        raise LakeError(
+            f"asset {asset}: the table written for {redact_url(str(target))} reads back as {found}, not "
+            f"{rows} rows; the previous table was left in place. Check free space and access to the data "
+            "lake (setting data_lake), then materialize the asset again"
+        )
+
+
+def _read_table(table: UPath, asset: str) -> pd.DataFrame:
+    try:
+        with table.open("rb") as handle:
+            return pd.read_parquet(handle)
+    except (OSError, pa.ArrowException) as err:
+        raise LakeError(
+            f"asset {asset}: {redact_url(str(table))} is not a readable Parquet table ({type(err).__name__}: "
+            f"{err}); it was cut off or changed outside the pipeline. Materialize {asset} again "
+            f"(mt-assets materialize --select {asset})"
+        ) from err
+
+
+def _record(folder: UPath) -> UPath:
+    return folder.parent / RECORDS / folder.name
+
+
+def _write_text(path: UPath, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temp.write_text(text)
+    temp.rename(path)
+
+
+def _mismatch(asset: str, folder: UPath, why: str) -> LakeError:
+    return LakeError(f"asset {asset} at {redact_url(str(folder))} {why}. Do not use it: materialize {asset} "
+                     f"again (mt-assets materialize --select {asset})")
+
+
+def local_folder(folder: UPath, asset: str, cache_dir: str | None = None) -> Path:
+    """A folder asset of the data lake as a local folder, checked against the content hash the IO
+    manager recorded when it wrote it (a changed, damaged or half-copied folder is an error).
+
+    A local lake's folder is returned in place. An object-store folder is downloaded once into
+    ``<cache_dir or the temp dir>/mt_assets-lake/<asset>-<hash>/`` and reused while its hash holds."""
+    record = _record(folder)
+    if not record.exists():
+        raise _mismatch(asset, folder, f"has no recorded content hash ({redact_url(str(record))} is missing): "
+                        "it was not written by the data lake, or its write was cut off")
+    recorded = record.read_text().strip()
+    if folder.protocol in ("", "file", "local"):
+        local = Path(folder.path)
+    else:
+        local = Path(cache_dir or tempfile.gettempdir()) / "mt_assets-lake" / f"{asset}-{recorded}"
+        if not (local.is_dir() and folder_hash(local) == recorded):
+            _download(folder, local)
+    actual = folder_hash(local)
+    if actual != recorded:
+        raise _mismatch(asset, folder, f"does not match the content hash recorded when it was materialized "
+                        f"({recorded[:12]}..., now {actual[:12]}...): its files were changed, damaged or only "
+                        "partly written")
+    return local
+
+
+def _download(folder: UPath, local: Path) -> None:
+    """Copy an object-store folder to `local` through a hidden temporary folder beside it."""
+    local.parent.mkdir(parents=True, exist_ok=True)
+    temp = local.with_name(f".{local.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        folder.fs.get(folder.path.rstrip("/") + "/", str(temp), recursive=True)
+        shutil.rmtree(local, ignore_errors=True)  # a damaged copy (a valid one is never replaced)
+        try:
+            os.rename(temp, local)
+        except OSError:
+            pass  # another process put its copy there first: checked like ours
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _replace_folder(source: Path, target: UPath) -> None:
@@ -114,12 +229,12 @@ def _replace_folder(source: Path, target: UPath) -> None:
             staging.fs.put(str(source), staging.path, recursive=True)
         previous = target.with_name(f".{target.name}.{uuid.uuid4().hex}.old")
         if target.exists():
-            target.rename(previous)
+            _move(target, previous)
         try:
-            staging.rename(target)
+            _move(staging, target)
         except BaseException:
             if previous.exists() and not target.exists():
-                previous.rename(target)
+                _move(previous, target)
             raise
     except BaseException:
         if moved:
@@ -130,6 +245,18 @@ def _replace_folder(source: Path, target: UPath) -> None:
     if not moved:
         shutil.rmtree(source)
     _remove(previous)
+
+
+def _move(source: UPath, target: UPath) -> None:
+    """Rename a file or folder. On object storage a folder is copied object by object, server side
+    (fsspec's recursive move trips over the folder's own key), then removed."""
+    if source.protocol in ("", "file", "local") or not source.is_dir():
+        source.rename(target)
+        return
+    root = source.path.rstrip("/")
+    for key in source.fs.find(root):
+        source.fs.copy(key, target.path.rstrip("/") + key[len(root):])
+    source.fs.rm(root, recursive=True)
 
 
 def _remove(path: UPath) -> None:

@@ -12,7 +12,9 @@ Two kinds:
 
 Secrets: the API key is read from a named environment variable at call time and never written
 into an exception, a log record or a repr (the server's error text is left out of 401/403
-errors, because providers echo the key they were sent).
+errors, because providers echo the key they were sent). Credentials inside ``base_url`` (user
+information, query string) are shown only redacted (``lib.urls.redact_url``) and sent as an
+authorization header and query parameters, so no library logs them as part of a URL.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import pandas as pd
 
 from mt_assets.lib.pairs import PAIR_COLUMNS, normalize_text
+from mt_assets.lib.urls import credential_parts, redact_logged_urls, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +132,8 @@ def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = Non
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def _scrub(text: str, secret: str | None, limit: int = 300) -> str:
-    if secret:
+def _scrub(text: str, secrets: Sequence[str], limit: int = 300) -> str:
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -153,7 +156,7 @@ class OpenAITeacher:
     every thread of this teacher for the Retry-After (or backoff) delay.
     """
 
-    base_url: str
+    base_url: str = field(repr=False)
     model: str = DEFAULT_TEACHER_MODEL
     api_key_env: str | None = DEFAULT_API_KEY_ENV
     max_concurrency: int = 4
@@ -180,8 +183,8 @@ class OpenAITeacher:
     def __post_init__(self) -> None:
         if not isinstance(self.base_url, str) or not self.base_url.startswith(("http://", "https://")):
             raise TeacherConfigError(
-                f"teacher base_url {self.base_url!r} must be an http(s) URL of the API root, e.g. "
-                "http://localhost:8000/v1"
+                f"teacher base_url {redact_url(str(self.base_url))!r} must be an http(s) URL of the API "
+                "root, e.g. http://localhost:8000/v1"
             )
         if not self.model:
             raise TeacherConfigError("teacher model is empty: set it, e.g. Qwen/Qwen2.5-32B-Instruct")
@@ -213,7 +216,7 @@ class OpenAITeacher:
         if not key.strip():
             raise TeacherConfigError(
                 f"environment variable {self.api_key_env} is not set (setting api_key_env): export it "
-                f"with the API key for the teacher at {self.base_url}, or set api_key_env to None "
+                f"with the API key for the teacher at {redact_url(self.base_url)}, or set api_key_env to None "
                 "for a server without authentication"
             )
         return key.strip()
@@ -224,8 +227,15 @@ class OpenAITeacher:
         digest = hashlib.sha256(key.encode()).hexdigest()
         with self._lock:
             if self._client is None or self._client_key_digest != digest:
+                url, query, userinfo = credential_parts(self.base_url)
+                # openai and httpx log request URLs: credentials go as basic auth (what httpx
+                # makes of a URL's user information) and default query parameters instead.
+                http_client = openai.DefaultHttpxClient(auth=userinfo) if userinfo else None
+                if query:  # the HTTP library (httpx, by its module name) logs every request URL
+                    redact_logged_urls(openai.DefaultHttpxClient.__mro__[1].__module__.split(".")[0])
                 self._client = openai.OpenAI(
-                    base_url=self.base_url, api_key=key, timeout=self.timeout_s, max_retries=0
+                    base_url=url, api_key=key, timeout=self.timeout_s, max_retries=0,
+                    default_query=query or None, http_client=http_client,
                 )
                 self._client_key_digest = digest
             return self._client
@@ -268,7 +278,7 @@ class OpenAITeacher:
                 "type": "json_schema",
                 "json_schema": {"name": "sentence_pairs", "schema": REPLY_SCHEMA, "strict": True},
             }
-        where = f"teacher {self.model!r} at {self.base_url}"
+        where = f"teacher {self.model!r} at {redact_url(self.base_url)}"
         last = "no attempt made"
         for attempt in range(1, self.retry.max_attempts + 1):
             self._wait_turn()
@@ -320,7 +330,8 @@ class OpenAITeacher:
     def _classify_status(self, err, key: str, where: str) -> tuple:
         """(verdict, stats counter, detail or error, retry_after) for an HTTP error status."""
         status = err.status_code
-        message = _scrub(str(getattr(err, "message", "")), key)
+        _, query, userinfo = credential_parts(self.base_url)  # servers echo what they were sent
+        message = _scrub(str(getattr(err, "message", "")), [key, *query.values(), *(userinfo or ())])
         if status in (401, 403):
             env = self.api_key_env
             return ("fatal", f"http_{status}", TeacherConfigError(

@@ -8,7 +8,9 @@ batches sized by a token budget when one is set. ``generate`` is the reference: 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -16,6 +18,28 @@ from tqdm.auto import tqdm
 from mt_assets.lib.prompt import build_prompt, clean_output
 
 DECODERS = ("fast", "generate")
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+"""What PEFT reads from an adapter folder: its config and one weights file."""
+
+
+def check_adapter_folder(folder: Path, name: str) -> None:
+    """Fail, naming the file and the fix, unless `folder` holds a readable adapter config and a
+    non-empty weights file (PEFT's own errors name neither). `name`: the adapter asset, or the
+    folder's path when the adapter was given as a folder."""
+    folder = Path(folder)
+    fix = (f"Materialize {name} again (mt-assets materialize --select {name})" if name.isidentifier() else
+           f"Give the folder of a complete adapter ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS[0]})")
+    try:
+        json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"adapter {name}: {folder / ADAPTER_CONFIG} cannot be read ({type(err).__name__}). "
+                         f"{fix}") from None
+    weights = [folder / w for w in ADAPTER_WEIGHTS if (folder / w).is_file()]
+    if not weights:
+        raise ValueError(f"adapter {name}: no weights file ({' or '.join(ADAPTER_WEIGHTS)}) in {folder}. {fix}")
+    if weights[0].stat().st_size == 0:
+        raise ValueError(f"adapter {name}: the weights file {weights[0]} is empty. {fix}")
 
 
 @torch.inference_mode()
