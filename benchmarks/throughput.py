@@ -310,12 +310,16 @@ def profile_callback(step: int, title: str, out: Path):
                 self.profiler.__enter__()
 
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == step:
-                self.profiler.__exit__(None, None, None)
-                sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
-                with out.open("a") as handle:
-                    handle.write(f"== {title}: training step {step}, by {sort}\n")
-                    handle.write(self.profiler.key_averages().table(sort_by=sort, row_limit=25) + "\n\n")
+            if state.global_step != step:
+                return
+            self.profiler.__exit__(None, None, None)
+            sort = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+            try:
+                table = self.profiler.key_averages().table(sort_by=sort, row_limit=25)
+            except Exception as err:  # a diagnostic only: the measurement goes on, the file says why
+                table = f"no table: {type(err).__name__}: {err}"
+            with out.open("a") as handle:
+                handle.write(f"== {title}: training step {step}, by {sort}\n{table}\n\n")
 
     return Profile()
 
