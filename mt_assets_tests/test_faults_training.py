@@ -13,8 +13,6 @@ import signal
 import time
 from pathlib import Path
 
-import dagster as dg
-import pandas as pd
 import pytest
 
 from mt_assets.defs.training import LINEAGE_FILE, read_adapter_summary
@@ -202,6 +200,7 @@ def test_a_large_report_read_half_written_loses_no_metadata(ledger, model_dir, t
         assert recorded["training_log"].count("\n") >= STEPS + 1  # header, rule, a row per logged step
 
 
+@pytest.mark.slow
 def test_checkpoints_mirrored_to_the_lake_resume_on_another_machine(ledger, model_dir, tables, reference, tmp_path,
                                                                      monkeypatch):
     with ledger.fault("training: the machine's disk is lost after a checkpoint (a pod restarted)") as fault:
@@ -222,6 +221,7 @@ def test_checkpoints_mirrored_to_the_lake_resume_on_another_machine(ledger, mode
         fault.kept(same_weights(second / "adapter", reference), "the resumed adapter differs from an uninterrupted run")
 
 
+@pytest.mark.slow
 def test_a_retrained_identical_adapter_hashes_the_same(model_dir, tables, tmp_path):
     tokenizer = models.load_tokenizer(str(model_dir))
     folders = [tmp_path / "first" / "adapter", tmp_path / "second" / "adapter"]
