@@ -315,3 +315,37 @@ def test_one_side_of_the_split_can_be_materialized_alone(ledger, tmp_path, insta
         assert checks and all(checks.values()), checks
         if alone == "test_A":
             assert checks["no_test_pair_in_train"]
+
+
+# --- damaged corpora -----------------------------------------------------------------------------
+
+def damaged_corpus(case: str, folder: Path) -> LocalCorpus:
+    """A corpus of 600 demo-like pairs damaged one way: a truncated Moses .gz, or Parquet non-text columns."""
+    pairs = [(f"Satz Nummer {i}.", f"Phrase numéro {i}.") for i in range(600)]
+    if case == "truncated .gz":
+        for lang, side in (("de", 0), ("fr", 1)):
+            data = gzip.compress("".join(p[side] + "\n" for p in pairs).encode())
+            (folder / f"train.{lang}.gz").write_bytes(data if lang == "de" else data[:len(data) * 2 // 3])
+        return LocalCorpus(path=str(folder / "train"), format="moses")
+    table = pd.DataFrame(pairs, columns=["de", "fr"])
+    table["fr"] = range(len(table))  # ids where the sentences should be
+    table.to_parquet(folder / "corpus.parquet")
+    return LocalCorpus(path=str(folder / "corpus.parquet"), format="parquet")
+
+
+DAMAGED = {"truncated .gz": r"train.fr.gz cannot be read past line \d+: .* truncated or corrupt",
+           "Parquet column of integers": r"corpus.parquet: column 'fr' holds int64, not text"}
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_a_damaged_corpus_fails_naming_the_file(ledger, tmp_path, instance, case):
+    import re
+
+    with ledger.fault(f"corpus: {case}"):
+        resources = {"io_manager": DataLakeIOManager(base_path=str(tmp_path / "lake")),
+                     "experiment": Experiment(sample_size=50, seed=3), "corpus": damaged_corpus(case, tmp_path)}
+        result = dg.materialize([opus_sample], resources=resources, instance=instance, raise_on_error=False)
+        assert not result.success
+        failure = "\n".join(e.step_failure_data.error.to_string() for e in result.get_step_failure_events())
+        assert re.search(DAMAGED[case], failure), failure[-2000:]
+        assert not (tmp_path / "lake" / "opus_sample.parquet").exists()
