@@ -82,7 +82,7 @@ def _open_lines(path: Path, keep_cr: bool = False) -> Iterator[tuple[int, str]]:
                 if line_no == 1:
                     text = text.removeprefix("\ufeff")
                 yield line_no, text
-    except (EOFError, OSError, zlib.error) as err:
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise CorpusError(
             f"{path} cannot be read past line {line_no}: {err}. The file is truncated or corrupt; "
             "download or compress it again (check it with `gzip -t`)"
