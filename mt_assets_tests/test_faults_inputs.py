@@ -279,7 +279,8 @@ def test_the_model_context_check_names_the_rows_too_long(untrained_tiny_model):
 
     from mt_assets.lib.prompt import build_prompt, check_prompts_fit, prompts_too_long
 
-    tokenizer, config = AutoTokenizer.from_pretrained(untrained_tiny_model), AutoConfig.from_pretrained(untrained_tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(untrained_tiny_model)
+    config = AutoConfig.from_pretrained(untrained_tiny_model)
     sources = ["Hallo.", "Wort " * 300, "Danke.", "x" * 900]
     limit, long_rows = prompts_too_long(tokenizer, config, sources, "de", "fr", max_new_tokens=40)
     assert limit == 256 and [i for i, _ in long_rows] == [1, 3] and all(n + 40 > 256 for _, n in long_rows)
