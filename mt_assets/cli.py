@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     text.add_argument("-o", "--output", default=None, help="output file (default: standard output)")
     text.add_argument("--source-lang", default=None, help="default: the profile's experiment.source_lang")
     text.add_argument("--target-lang", default=None, help="default: the profile's experiment.target_lang")
-    text.add_argument("--batch-size", type=_at_least_one, default=None, help="default: the profile's evaluation.batch_size")
+    text.add_argument("--batch-size", type=_at_least_one, default=None,
+                      help="default: the profile's evaluation.batch_size")
     text.add_argument("--max-new-tokens", type=_at_least_one, default=None,
                       help="default: the profile's evaluation.max_new_tokens")
     text.set_defaults(handler=translate)

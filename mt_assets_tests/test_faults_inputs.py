@@ -279,7 +279,8 @@ def test_the_model_context_check_names_the_rows_too_long(untrained_tiny_model):
 
     from mt_assets.lib.prompt import build_prompt, check_prompts_fit, prompts_too_long
 
-    tokenizer, config = AutoTokenizer.from_pretrained(untrained_tiny_model), AutoConfig.from_pretrained(untrained_tiny_model)
+    tokenizer = AutoTokenizer.from_pretrained(untrained_tiny_model)
+    config = AutoConfig.from_pretrained(untrained_tiny_model)
     sources = ["Hallo.", "Wort " * 300, "Danke.", "x" * 900]
     limit, long_rows = prompts_too_long(tokenizer, config, sources, "de", "fr", max_new_tokens=40)
     assert limit == 256 and [i for i, _ in long_rows] == [1, 3] and all(n + 40 > 256 for _, n in long_rows)
@@ -315,3 +316,37 @@ def test_one_side_of_the_split_can_be_materialized_alone(ledger, tmp_path, insta
         assert checks and all(checks.values()), checks
         if alone == "test_A":
             assert checks["no_test_pair_in_train"]
+
+
+# --- damaged corpora -----------------------------------------------------------------------------
+
+def damaged_corpus(case: str, folder: Path) -> LocalCorpus:
+    """A corpus of 600 demo-like pairs damaged one way: a truncated Moses .gz, or Parquet non-text columns."""
+    pairs = [(f"Satz Nummer {i}.", f"Phrase numéro {i}.") for i in range(600)]
+    if case == "truncated .gz":
+        for lang, side in (("de", 0), ("fr", 1)):
+            data = gzip.compress("".join(p[side] + "\n" for p in pairs).encode())
+            (folder / f"train.{lang}.gz").write_bytes(data if lang == "de" else data[:len(data) * 2 // 3])
+        return LocalCorpus(path=str(folder / "train"), format="moses")
+    table = pd.DataFrame(pairs, columns=["de", "fr"])
+    table["fr"] = range(len(table))  # ids where the sentences should be
+    table.to_parquet(folder / "corpus.parquet")
+    return LocalCorpus(path=str(folder / "corpus.parquet"), format="parquet")
+
+
+DAMAGED = {"truncated .gz": r"train.fr.gz cannot be read past line \d+: .* truncated or corrupt",
+           "Parquet column of integers": r"corpus.parquet: column 'fr' holds int64, not text"}
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_a_damaged_corpus_fails_naming_the_file(ledger, tmp_path, instance, case):
+    import re
+
+    with ledger.fault(f"corpus: {case}"):
+        resources = {"io_manager": DataLakeIOManager(base_path=str(tmp_path / "lake")),
+                     "experiment": Experiment(sample_size=50, seed=3), "corpus": damaged_corpus(case, tmp_path)}
+        result = dg.materialize([opus_sample], resources=resources, instance=instance, raise_on_error=False)
+        assert not result.success
+        failure = "\n".join(e.step_failure_data.error.to_string() for e in result.get_step_failure_events())
+        assert re.search(DAMAGED[case], failure), failure[-2000:]
+        assert not (tmp_path / "lake" / "opus_sample.parquet").exists()

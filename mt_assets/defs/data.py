@@ -49,8 +49,8 @@ def corpus_revision(corpus: CorpusSource) -> str:
         "train_A": dg.AssetOut(kinds=DATA_KINDS, code_version="1", dagster_type=PairTable, metadata=PAIR_TABLE_METADATA,
                                is_required=False, description="The training side of the seeded split of opus_sample."),
         "test_A": dg.AssetOut(kinds=DATA_KINDS, code_version="1", dagster_type=PairTable, metadata=PAIR_TABLE_METADATA,
-                              is_required=False, description="The held-out side of the seeded split of opus_sample: every "
-                              "system is scored on it, and nothing trains on it."),
+                              is_required=False, description="The held-out side of the seeded split of opus_sample: "
+                              "every system is scored on it, and nothing trains on it."),
     },
     can_subset=True,
 )

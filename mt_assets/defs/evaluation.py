@@ -72,7 +72,8 @@ def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_m
     test_hash = table_hash(test_A)
     check_prompts_fit(tokenizer, model.config, list(test_A["source"]), source_lang, target_lang,  # before any work
                       evaluation.max_new_tokens, "test_A", (f"pair {p}" for p in test_A["pair_id"]),
-                      "Lower setting experiment.max_chars (opus_sample leaves longer pairs out) or evaluation.max_new_tokens")
+                      "Lower setting experiment.max_chars (opus_sample leaves longer pairs out) or "
+                      "evaluation.max_new_tokens")
     for system, asset in SYSTEMS.items():
         if asset:  # the IO manager has checked the folder against its recorded content hash
             check_adapter_folder(adapters[asset], asset)

@@ -5,9 +5,12 @@ the whole corpus, and raises `CorpusError` naming the file, line or setting at f
 
 Supported local formats:
 - ``tsv``: a header line, then tab-separated rows; the source and target columns are named.
+  Quoted fields are read as csv.writer and pandas ``to_csv(sep="\\t")`` write them.
 - ``parquet``: a Parquet file with named source and target columns.
 - ``moses``: a line-aligned pair ``<prefix>.<src>`` + ``<prefix>.<tgt>`` (each optionally ``.gz``).
 - ``tatoeba``: Tatoeba's 4-column export ``<lang3> <lang3> <text> <text>`` (e.g. ``deu fra ...``).
+
+Text lines end at LF (or CRLF) only, as ``wc -l`` counts them.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def _open_lines(path: Path, keep_cr: bool = False) -> Iterator[tuple[int, str]]:
                 if line_no == 1:
                     text = text.removeprefix("\ufeff")
                 yield line_no, text
-    except (EOFError, OSError, zlib.error) as err:
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise CorpusError(
             f"{path} cannot be read past line {line_no}: {err}. The file is truncated or corrupt; "
             "download or compress it again (check it with `gzip -t`)"
