@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
 from mt_assets.defs.data import check_result, table_checks
 from mt_assets.defs.resources import Experiment
@@ -53,6 +54,14 @@ class OpenAICompatibleTeacher(Teacher):
     backoff_max_s: float = 30.0
     max_retry_after_s: float = 300.0
     json_schema: bool = False
+
+    @pydantic.model_validator(mode="after")
+    def _an_endpoint(self):
+        # Only when neither is set: a validation error repeats the settings, base_url included.
+        if not self.base_url and not self.base_url_env:
+            raise ValueError("set teacher.base_url (the API root, e.g. http://localhost:8000/v1) or "
+                             "teacher.base_url_env (an environment variable holding it)")
+        return self
 
     def build(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame):
         base_url = self.base_url
