@@ -22,8 +22,10 @@ import pytest
 from mt_assets import cli
 from mt_assets.defs.evaluation import evaluation_assets
 from mt_assets.defs.io_manager import DataLakeIOManager, LakeError
+from mt_assets.defs.synthetic import OpenAICompatibleTeacher
 from mt_assets.lib.hashing import folder_hash
 from mt_assets.lib.pairs import make_pairs
+from mt_assets.lib.teacher import TeacherConfigError
 from mt_assets.lib.urls import credential_parts, redact_url
 from mt_assets_tests.test_faults import (
     closed_port,
@@ -65,6 +67,19 @@ def test_credential_parts_keep_what_the_server_needs():
     assert (bare, query, userinfo) == ("http://host/v1", {"token": URL_TOKEN, "a": ""}, (URL_USER, "p@ss"))
 
 
+def test_the_teacher_url_can_come_from_an_environment_variable(monkeypatch):
+    monkeypatch.setenv("MT_TEST_TEACHER_URL", credential_url(8000))
+    built = OpenAICompatibleTeacher(base_url_env="MT_TEST_TEACHER_URL").build(None, None, None)
+    assert built.base_url == credential_url(8000) and URL_PASSWORD not in repr(built)
+    both = OpenAICompatibleTeacher(base_url=credential_url(8000), base_url_env="MT_TEST_TEACHER_URL")
+    with pytest.raises(TeacherConfigError, match="base_url and teacher.base_url_env, not both") as raised:
+        both.build(None, None, None)
+    assert URL_PASSWORD not in str(raised.value)
+    monkeypatch.delenv("MT_TEST_TEACHER_URL")
+    with pytest.raises(TeacherConfigError, match="environment variable MT_TEST_TEACHER_URL, which is not set"):
+        OpenAICompatibleTeacher(base_url_env="MT_TEST_TEACHER_URL").build(None, None, None)
+
+
 def cli_materialize(profile: dict, selection: str, dagster_home: Path, folder: Path) -> subprocess.CompletedProcess:
     """`mt-assets materialize` in a process of its own on a profile file extending demo: what a user
     sees on the console, with the run's event log and compute logs kept in `dagster_home`."""
@@ -77,7 +92,7 @@ def cli_materialize(profile: dict, selection: str, dagster_home: Path, folder: P
 
 
 def test_credentials_in_the_teacher_url_show_up_nowhere(ledger, model_dir, tables, tmp_path,  # noqa: F811
-                                                        caplog, capfd):
+                                                        caplog, capfd, monkeypatch):
     with ledger.fault("secrets: user, password and token inside the teacher's base_url") as fault:
         caplog.set_level(logging.DEBUG)
         lakes = {name: new_lake(tmp_path, tables, name) for name in ("good", "not_found", "refused")}
@@ -86,11 +101,15 @@ def test_credentials_in_the_teacher_url_show_up_nowhere(ledger, model_dir, table
         home.mkdir()
         with dg.instance_for_test(temp_dir=str(home)) as instance:
             with loopback(tables) as server:
-                urls = {"good": credential_url(server.port), "not_found": credential_url(server.port, "/v2"),
-                        "refused": credential_url(closed_port())}
-                results = {name: materialize(spec(lakes[name], model_dir, teacher=teacher(url), synthesis=SYNTH),
+                # the good run reads the URL from an environment variable, the others from settings
+                monkeypatch.setenv("MT_TEST_TEACHER_URL", credential_url(server.port))
+                settings = {"good": teacher("", base_url_env="MT_TEST_TEACHER_URL"),
+                            "not_found": teacher(credential_url(server.port, "/v2")),
+                            "refused": teacher(credential_url(closed_port()))}
+                urls = {name: setting["base_url"] for name, setting in settings.items()}
+                results = {name: materialize(spec(lakes[name], model_dir, teacher=setting, synthesis=SYNTH),
                                              ["synth_B"], instance, raise_on_error=False)
-                           for name, url in urls.items()}
+                           for name, setting in settings.items()}
                 with pytest.raises(Exception) as raised:
                     materialize(spec(lakes["refused"], model_dir, teacher=teacher(urls["refused"]),
                                      synthesis=SYNTH), ["synth_B"], instance)
@@ -105,11 +124,16 @@ def test_credentials_in_the_teacher_url_show_up_nowhere(ledger, model_dir, table
             for name, result in results.items():
                 texts[f"run config of {name}"] = json.dumps(instance.get_run_by_id(result.run_id).run_config,
                                                             default=str)
-                texts[f"event log of {name}"] = "\n".join(dg.serialize_value(e) for e in instance.all_logs(result.run_id))
+                texts[f"event log of {name}"] = "\n".join(
+                    dg.serialize_value(e) for e in instance.all_logs(result.run_id))
                 texts[f"materialization metadata of {name}"] = "\n".join(
                     str(e.event_specific_data) for e in result.get_asset_materialization_events())
                 texts[f"step failure of {name}"] = failure_text(result)
             texts["exception"] = "".join(traceback.format_exception(raised.value))
+            texts["resource settings (UI) of good"] = json.dumps(
+                {k: v.model_dump() for k, v in run_resources(spec(lakes["good"], model_dir, teacher=settings["good"],
+                                                                  synthesis=SYNTH)).items()
+                 if hasattr(v, "model_dump")}, default=str)
         cli_home, cli_lake = tmp_path / "cli_home", new_lake(tmp_path, tables, "cli")
         cli_home.mkdir()
         cli = cli_materialize({"data_lake": str(cli_lake), "base_model": {"path": str(model_dir)},
@@ -243,8 +267,8 @@ def damage(weights: Path, case: str) -> None:
 
 
 @pytest.mark.parametrize("case", ["64 KiB of weights overwritten", "weights file emptied", "weights file missing"])
-def test_a_damaged_adapter_stops_evaluation_naming_it_and_the_fix(ledger, trained_lake, model_dir, tmp_path,  # noqa: F811
-                                                                  instance, case):
+def test_a_damaged_adapter_stops_evaluation_naming_it_and_the_fix(  # noqa: F811 (model_dir)
+        ledger, trained_lake, model_dir, tmp_path, instance, case):
     with ledger.fault(f"adapters: {case}") as fault:
         lake = tmp_path / "lake"
         shutil.copytree(trained_lake, lake)

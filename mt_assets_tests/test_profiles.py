@@ -52,7 +52,8 @@ TEACHER = "teacher: {type: oracle, path: pool.tsv}\n"
 def test_missing_teacher_endpoint_is_named(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("teacher: {type: openai}\n")
-    with pytest.raises(ProfileError, match=r"bad.yaml: invalid settings in 'teacher': teacher.base_url: Input should be a valid string"):
+    with pytest.raises(ProfileError, match=r"bad.yaml: invalid settings in 'teacher': teacher.: Value error, set "
+                                           r"teacher.base_url \(the API root.* or teacher.base_url_env"):
         build_resources(load_profile(str(path)))
 
 

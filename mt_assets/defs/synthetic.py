@@ -5,11 +5,13 @@ an in-process transformers model, and the oracle (real held-out pairs: the offli
 and the perfect-teacher control).
 """
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pydantic
 
 from mt_assets.defs.data import check_result, table_checks
 from mt_assets.defs.resources import Experiment
@@ -36,7 +38,12 @@ class OpenAICompatibleTeacher(Teacher):
     OpenAI. The API key is read from the environment variable named by `api_key_env` (never from
     configuration); set `api_key_env` to null for a server without authentication."""
 
-    base_url: str
+    base_url: str = ""
+    """The API root, e.g. http://localhost:8000/v1. Shown (in logs, errors) without its user
+    information and query string."""
+    base_url_env: str | None = None
+    """Instead of base_url: the name of an environment variable holding it, for a URL that carries
+    credentials (user:password@, ?token=), which then appears in no setting either."""
     model: str = lib_teacher.DEFAULT_TEACHER_MODEL
     api_key_env: str | None = lib_teacher.DEFAULT_API_KEY_ENV
     max_concurrency: int = 4
@@ -48,9 +55,25 @@ class OpenAICompatibleTeacher(Teacher):
     max_retry_after_s: float = 300.0
     json_schema: bool = False
 
+    @pydantic.model_validator(mode="after")
+    def _an_endpoint(self):
+        # Only when neither is set: a validation error repeats the settings, base_url included.
+        if not self.base_url and not self.base_url_env:
+            raise ValueError("set teacher.base_url (the API root, e.g. http://localhost:8000/v1) or "
+                             "teacher.base_url_env (an environment variable holding it)")
+        return self
+
     def build(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame):
+        base_url = self.base_url
+        if self.base_url_env:
+            base_url = os.environ.get(self.base_url_env, "").strip()
+            if not base_url or self.base_url:
+                raise lib_teacher.TeacherConfigError(
+                    f"setting teacher.base_url_env names environment variable {self.base_url_env}, which is "
+                    "not set: export it with the teacher's API root, e.g. http://localhost:8000/v1"
+                    if not base_url else "set one of teacher.base_url and teacher.base_url_env, not both")
         return lib_teacher.OpenAITeacher(
-            base_url=self.base_url, model=self.model, api_key_env=self.api_key_env,
+            base_url=base_url, model=self.model, api_key_env=self.api_key_env,
             max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, temperature=self.temperature,
             json_schema=self.json_schema,
             retry=lib_teacher.RetryPolicy(max_attempts=self.max_attempts, backoff_base_s=self.backoff_base_s,
