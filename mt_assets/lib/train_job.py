@@ -26,7 +26,7 @@ from pathlib import Path
 
 MODULE = "mt_assets.lib.train_job"
 METADATA_KEYS = ("trainable_parameters", "steps", "final_train_loss", "first_train_loss", "validation_loss",
-                 "wall_seconds")
+                 "wall_seconds", "weights_dtype", "mixed_precision")
 """Summary fields reported as metadata (with the training log as Markdown, the device and world size)."""
 
 
@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     main_process = rank() == 0
     tokenizer = load_tokenizer(args.base_model, args.revision)
-    model = load_causal_lm(args.base_model, args.revision, rank_device(args.device), args.dtype)
+    model = load_causal_lm(args.base_model, args.revision, rank_device(args.device), args.dtype, for_training=True)
     if not main_process:
         train_adapter(model, tokenizer, table, recipe, args.output_dir, identity=args.identity)
         return 0

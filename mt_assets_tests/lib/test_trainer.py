@@ -103,7 +103,7 @@ def train(folder: Path, out: Path, table, **recipe):
     from mt_assets.lib.models import load_causal_lm, load_tokenizer
 
     settings = dict(r=4, alpha=8, dropout=0.1, max_length=128, batch_size=4, learning_rate=3e-3, max_steps=3,
-                    logging_steps=1, validation_fraction=0.25, eval_steps=3, seed=5)
+                    logging_steps=1, validation_fraction=0.25, eval_steps=3, seed=5, mixed_precision="no")
     model = load_causal_lm(str(folder), device="cpu", dtype="fp32")
     result = train_adapter(model, load_tokenizer(str(folder)), table, LoraRecipe(**{**settings, **recipe}), out)
     from safetensors.torch import load_file
