@@ -64,7 +64,24 @@ def materialize(args: argparse.Namespace) -> int:
         print(f"mt-assets: the run failed (run id {result.run_id}); see the log above", file=sys.stderr)
         return 1
     print(f"mt-assets: done. Run id {result.run_id}. Outputs are in {Path(lake).resolve() if '://' not in lake else lake}")
+    if dg.AssetKey("bleu_table") in keys:
+        bleu(argparse.Namespace(profile=args.profile, format="table"))
+        _print_examples(profile)
     return 0
+
+
+def _print_examples(profile: dict, count: int = 3) -> None:
+    """A few test pairs with the translations of systems A and B beside the reference."""
+    import pandas as pd
+
+    with (_lake(profile) / "translations.parquet").open("rb") as handle:
+        table = pd.read_parquet(handle)
+    wide = table.pivot(index="pair_id", columns="system", values="hypothesis")
+    pairs = table.drop_duplicates("pair_id").set_index("pair_id").head(count)
+    print("Examples (source, A: the base model, B: with adapter_B, reference):")
+    for pair_id, row in pairs.iterrows():
+        print(f"  source:    {row['source']}\n  A:         {wide.loc[pair_id, 'A']}\n"
+              f"  B:         {wide.loc[pair_id, 'B']}\n  reference: {row['reference']}\n")
 
 
 def _adapter_folder(profile: dict, adapter: str, scratch: Path) -> Path:
