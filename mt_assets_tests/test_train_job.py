@@ -173,8 +173,8 @@ def test_translate_command_uses_the_trained_adapter(pipes_run, untrained_tiny_mo
     from peft import PeftModel
 
     tokenizer = load_tokenizer(str(untrained_tiny_model))
-    base = load_causal_lm(str(untrained_tiny_model), device="cpu")
-    adapted = PeftModel.from_pretrained(load_causal_lm(str(untrained_tiny_model), device="cpu"), str(lake / "adapter_B"))
+    base = load_causal_lm(str(untrained_tiny_model), device="cpu", dtype="fp32")
+    adapted = PeftModel.from_pretrained(load_causal_lm(str(untrained_tiny_model), device="cpu", dtype="fp32"), str(lake / "adapter_B"))
     expected = translate(adapted.eval(), tokenizer, sentences, "de", "fr", max_new_tokens=12)
     assert [lines[0], lines[2], lines[3]] == expected
     assert expected != translate(base, tokenizer, sentences, "de", "fr", max_new_tokens=12)  # the adapter counts

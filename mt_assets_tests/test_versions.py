@@ -28,7 +28,7 @@ from mt_assets.defs.synthetic import synthetic_assets
 BUMPED = {bumped!r}
 defs = dg.Definitions(assets=dg.map_asset_specs(
     lambda spec: spec.replace_attributes(code_version="2") if spec.key.to_user_string() in BUMPED else spec,
-    [*data_assets, *synthetic_assets]), resources=build_resources(load_profile("demo")))
+    [*data_assets, *synthetic_assets]), resources=build_resources(load_profile("tiny")))
 """
 
 

@@ -116,6 +116,7 @@ def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_m
     table = pd.concat(frames, ignore_index=True)
     context.add_output_metadata({
         "empty_hypotheses": {s: int((g["hypothesis"] == "").sum()) for s, g in table.groupby("system")},
+        "base_model_dtype": base_model.precision(),
         "examples": dg.MetadataValue.md(
             table.groupby("system").head(2)[["system", "source", "reference", "hypothesis"]].to_markdown(index=False)),
     })

@@ -35,6 +35,10 @@ class BaseModel(dg.ConfigurableResource, ABC):
         """What identifies this base model in lineage columns and adapter metadata."""
         return {"base_model": self.model_path(), "revision": self.revision}
 
+    def precision(self) -> str:
+        """The weights' dtype that `dtype` means on this machine (auto: see lib.models.pick_dtype)."""
+        return str(models.pick_dtype(models.pick_device(self.device), self.dtype)).removeprefix("torch.")
+
     def load_tokenizer(self):
         return models.load_tokenizer(self.model_path(), self.revision)
 

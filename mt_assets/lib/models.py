@@ -18,8 +18,31 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
-def pick_dtype(device: str, dtype: str = "auto") -> torch.dtype:
-    """bf16 on GPUs that support it, fp16 on older GPUs (T4, V100), fp32 on CPU; or as named."""
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+"""/proc/cpuinfo flags of CPUs with bf16 matrix instructions (Intel AMX, AVX512-BF16)."""
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AMX or AVX512-BF16), from the flags
+    of /proc/cpuinfo (or of `cpuinfo`, its text). Elsewhere bf16 is emulated and slower than fp32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: no flags to read, so no claim
+            return False
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[-1].split()}
+    return any(flag in flags for flag in CPU_BF16_FLAGS)
+
+
+def pick_dtype(device: str, dtype: str = "auto", for_training: bool = False) -> torch.dtype:
+    """bf16 on GPUs that support it, fp16 on older GPUs (T4, V100); on CPU bf16 where the CPU
+    has AMX or AVX512-BF16, else fp32; or as named.
+
+    On CPU, `for_training` keeps fp32 weights under `auto`: training gets its bf16 from autocast
+    (`mixed_precision`). Measured on Gemma 3 270M (one thread, AMX): greedy decoding with bf16
+    weights takes 0.4x the CPU time of fp32; a LoRA step with fp32 weights under bf16 autocast
+    0.45x, but with bf16 weights 2.5x (its forward is slow in bf16 with autograd on).
+    """
     if dtype != "auto":
         try:
             return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -28,7 +51,7 @@ def pick_dtype(device: str, dtype: str = "auto") -> torch.dtype:
             raise ValueError(f"unknown dtype {dtype!r} (setting base_model.dtype): use auto, fp32, bf16 or fp16") from None
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
+    return torch.bfloat16 if device == "cpu" and cpu_has_bf16() and not for_training else torch.float32
 
 
 def _looks_local(name_or_path: str) -> bool:
@@ -47,12 +70,12 @@ def load_tokenizer(name_or_path: str, revision: str | None = None):
 
 
 def load_causal_lm(name_or_path: str, revision: str | None = None, device: str = "auto", dtype: str = "auto",
-                   setting: str = "base_model.name_or_path"):
-    """A causal LM on `device` in the chosen dtype, in eval mode."""
+                   setting: str = "base_model.name_or_path", for_training: bool = False):
+    """A causal LM on `device` in the chosen dtype (see pick_dtype), in eval mode."""
     from transformers import AutoModelForCausalLM
 
     device = pick_device(device)
-    model = _load(AutoModelForCausalLM, name_or_path, revision, setting, dtype=pick_dtype(device, dtype))
+    model = _load(AutoModelForCausalLM, name_or_path, revision, setting, dtype=pick_dtype(device, dtype, for_training))
     return model.to(device).eval()
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 MODULE = "mt_assets.lib.train_job"
 METADATA_KEYS = ("trainable_parameters", "steps", "final_train_loss", "first_train_loss", "validation_loss",
-                 "wall_seconds")
+                 "wall_seconds", "weights_dtype", "mixed_precision")
 """Summary fields reported as metadata (with the training log as Markdown, the device and world size)."""
 WATCH_ENV = "MT_ASSETS_WATCH_PID"
 """The process id of the process that launched the run (the Dagster step): the trainer ends with it."""
@@ -231,7 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = pd.read_parquet(args.table)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(args.base_model, args.revision)
-    model = load_causal_lm(args.base_model, args.revision, rank_device(args.device), args.dtype)
+    model = load_causal_lm(args.base_model, args.revision, rank_device(args.device), args.dtype,
+                           for_training=True)
     train = partial(train_adapter, model, tokenizer, table, recipe, args.output_dir, identity=args.identity,
                     checkpoint_dir=args.checkpoint_dir, checkpoint_mirror=args.checkpoint_mirror)
     if rank() != 0:

@@ -49,6 +49,9 @@ def completion_loss(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.n
     mask = targets != -100
     rows = hidden[:, :-1][mask]
     wanted = targets[mask]
+    weight = getattr(lm_head, "weight", None)
+    if weight is not None and not torch.is_autocast_enabled(rows.device.type):
+        rows = rows.to(weight.dtype)  # bf16 weights: the last hidden state may come out in fp32
     logits = lm_head(rows).float()
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
@@ -109,8 +112,9 @@ def lora_sft_trainer_class():
             forward = {k: v for k, v in inputs.items() if k != "labels"}
             outputs = model(**forward, use_cache=False, output_hidden_states=True, logits_to_keep=1)
             softcap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
-            loss, stats = completion_loss(outputs.hidden_states[-1], inputs["labels"], model.get_output_embeddings(),
-                                          num_items_in_batch, softcap)
+            with self.accelerator.autocast():  # the LM head in the forward's precision (bf16 mixed precision)
+                loss, stats = completion_loss(outputs.hidden_states[-1], inputs["labels"],
+                                              model.get_output_embeddings(), num_items_in_batch, softcap)
             # The bookkeeping of SFTTrainer.compute_loss, from the same numbers
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * (self.accelerator.num_processes // self.get_tp_size())

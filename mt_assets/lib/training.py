@@ -53,7 +53,8 @@ class LoraRecipe:
     lr_scheduler: str = "linear"
     weight_decay: float = 0.0
     mixed_precision: str = "auto"
-    """auto: bf16 on GPUs that support it, fp16 on older GPUs, none on CPU; or bf16, fp16, no."""
+    """auto: bf16 on GPUs that support it, fp16 on older GPUs, bf16 on CPUs with AMX or AVX512-BF16,
+    none on other CPUs; or bf16, fp16 (GPU only), no."""
     validation_fraction: float = 0.1
     """Held-out share of the adapter's own training table for validation loss (never test_A); those
     pairs are not trained on. 0: train on every pair, no validation loss."""
@@ -96,17 +97,26 @@ def peft_config(recipe: LoraRecipe):
 
 def precision_flags(recipe: LoraRecipe, device: str) -> dict[str, bool]:
     """TRL/transformers bf16/fp16 flags for the recipe's mixed precision on a device."""
+    mode = effective_precision(recipe, device)
+    return {"bf16": mode == "bf16", "fp16": mode == "fp16"}
+
+
+def effective_precision(recipe: LoraRecipe, device: str) -> str:
+    """"bf16", "fp16" or "no": what the recipe's `mixed_precision` means on `device`."""
+    from mt_assets.lib.models import cpu_has_bf16
+
     mode = recipe.mixed_precision
     if mode == "auto":
         if not device.startswith("cuda"):
-            mode = "no"
+            mode = "bf16" if device == "cpu" and cpu_has_bf16() else "no"
         else:
             mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if mode not in ("no", "bf16", "fp16"):
         raise ValueError(f"unknown mixed_precision {mode!r} (setting training.mixed_precision): use auto, bf16, fp16 or no")
-    if mode != "no" and not device.startswith("cuda"):
-        raise ValueError(f"mixed_precision {mode} needs a GPU; this run is on {device} (setting training.mixed_precision)")
-    return {"bf16": mode == "bf16", "fp16": mode == "fp16"}
+    if mode == "fp16" and not device.startswith("cuda"):
+        raise ValueError(f"mixed_precision fp16 needs a GPU; this run is on {device} (setting "
+                         "training.mixed_precision): use bf16 or no")
+    return mode
 
 
 def sft_config(recipe: LoraRecipe, output_dir: Path, device: str, steps_per_epoch: int, has_validation: bool):
@@ -323,6 +333,8 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
         "wall_seconds": round(wall, 2),
         "resumed_from": resume.name if resume else None,
         "device": device,
+        "weights_dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        "mixed_precision": effective_precision(recipe, device),
         "world_size": int(trainer.args.world_size),
         "recipe": asdict(recipe),
     }

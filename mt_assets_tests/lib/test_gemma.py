@@ -8,8 +8,10 @@ Tolerances (fp32 on CPU): losses within 1e-5 relative.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -19,7 +21,7 @@ from mt_assets.lib.decoding import newline_stop_rule
 from mt_assets.lib.pairs import make_pairs
 from mt_assets.lib.prompt import build_prompt
 from mt_assets.lib.trainer import completion_loss
-from mt_assets.lib.training import LoraRecipe, train_adapter
+from mt_assets.lib.training import SUMMARY_FILE, LoraRecipe, train_adapter
 from mt_assets.lib.translate import translate
 from mt_assets_tests.e2e_support import DEMO_TSV
 
@@ -149,3 +151,17 @@ def test_compact_loss_trains_as_the_models_loss_with_softcapping(demo, tmp_path)
         losses[impl] = result.log["train_loss"].dropna().to_numpy()
     assert len(losses["compact"]) == 3
     assert losses["compact"] == pytest.approx(losses["fused"], rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_bf16_mixed_precision_trains_on_cpu_and_is_recorded(tiny_gemma, demo, tmp_path, dtype):
+    """bf16 autocast on the CPU (what `mixed_precision: auto` picks on AMX or AVX512-BF16 CPUs), over
+    fp32 or bf16 weights, with the compact loss; the adapter's summary says which precision ran."""
+    recipe = LoraRecipe(r=4, alpha=8, max_steps=2, batch_size=4, max_length=128, validation_fraction=0.0,
+                        mixed_precision="bf16", loss_impl="compact", logging_steps=1)
+    result = train_adapter(models.load_causal_lm(str(tiny_gemma), device="cpu", dtype=dtype),
+                           models.load_tokenizer(str(tiny_gemma)), demo.head(8), recipe, tmp_path / "adapter")
+    summary = json.loads((tmp_path / "adapter" / SUMMARY_FILE).read_text())
+    assert summary["mixed_precision"] == "bf16"
+    assert summary["weights_dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[dtype]
+    assert result.log["train_loss"].notna().sum() == 2 and np.isfinite(result.log["train_loss"].dropna()).all()
