@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -170,19 +169,18 @@ def translate(args: argparse.Namespace) -> int:
     tokenizer = base_model.load_tokenizer()
     model = base_model.load_model(fresh=True)
     _check_context(Path(args.input), lines, tokenizer, model, source_lang, target_lang, max_new_tokens)
-    with tempfile.TemporaryDirectory(prefix="mt-assets-adapter-") as scratch:
-        if args.adapter:
-            folder = adapter_folder(_lake(profile), args.adapter)
-            lineage = folder / "lineage.json"
-            trained_on = json.loads(lineage.read_text()).get("base_model") if lineage.is_file() else None
-            if trained_on and trained_on != base_model.reference()["base_model"]:
-                print(f"mt-assets: warning: {args.adapter} was trained on {trained_on}, this profile's base model "
-                      f"is {base_model.reference()['base_model']}", file=sys.stderr)
-            model = PeftModel.from_pretrained(model, str(folder)).eval()
-        sentences = [line for line in lines if line.strip()]
-        outputs = iter(run_translation(model, tokenizer, sentences, source_lang, target_lang,
-                                       batch_size=args.batch_size or evaluation.batch_size,
-                                       max_new_tokens=max_new_tokens))
+    if args.adapter:
+        folder = adapter_folder(_lake(profile), args.adapter)
+        lineage = folder / "lineage.json"
+        trained_on = json.loads(lineage.read_text()).get("base_model") if lineage.is_file() else None
+        if trained_on and trained_on != base_model.reference()["base_model"]:
+            print(f"mt-assets: warning: {args.adapter} was trained on {trained_on}, this profile's base model "
+                  f"is {base_model.reference()['base_model']}", file=sys.stderr)
+        model = PeftModel.from_pretrained(model, str(folder)).eval()
+    sentences = [line for line in lines if line.strip()]
+    outputs = iter(run_translation(model, tokenizer, sentences, source_lang, target_lang,
+                                   batch_size=args.batch_size or evaluation.batch_size,
+                                   max_new_tokens=max_new_tokens))
     translated = "".join(f"{next(outputs) if line.strip() else ''}\n" for line in lines)
     if args.output:
         Path(args.output).write_text(translated, encoding="utf-8")

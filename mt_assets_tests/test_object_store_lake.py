@@ -9,7 +9,6 @@ import logging
 import shutil
 import socket
 import tempfile
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -20,7 +19,7 @@ from mt_assets.defs.evaluation import evaluation_assets, evaluation_checks
 from mt_assets.defs.io_manager import DataLakeIOManager
 from mt_assets.defs.synthetic import synthetic_checks
 from mt_assets.defs.training import training_checks
-from mt_assets_tests.fault_support import ASSETS, PRETRAIN_STEPS, run_resources
+from mt_assets_tests.fault_support import ASSETS, run_resources
 from mt_assets_tests.test_faults import failure_text, model_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.e2e
