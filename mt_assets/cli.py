@@ -15,8 +15,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-BLEU_COLUMNS = ["system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "bleu_p_vs_A", "bleu_p_vs_B",
-                "off_target_rate", "empty_outputs", "training_table", "adapter_hash"]
+BLEU_COLUMNS = ["system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "bleu_p_vs_A", "chrf_p_vs_A", "bleu_p_vs_B",
+                "chrf_p_vs_B", "off_target_rate", "empty_outputs", "training_table", "adapter_hash"]
+"""The columns `mt-assets bleu --wide` shows; the default is the compact table (_compact)."""
 
 
 def _profile(name: str) -> dict:
@@ -94,7 +95,7 @@ def materialize(args: argparse.Namespace) -> int:
         return 1
     print(f"mt-assets: done. Run id {result.run_id}. Outputs are in {Path(lake).resolve() if '://' not in lake else lake}")
     if dg.AssetKey("bleu_table") in keys:
-        bleu(argparse.Namespace(profile=args.profile, format="table"))
+        bleu(argparse.Namespace(profile=args.profile, format="table", wide=False))
         _print_examples(profile)
     return 0
 
@@ -205,12 +206,50 @@ def bleu(args: argparse.Namespace) -> int:
     if args.format == "csv":
         table.to_csv(sys.stdout, index=False)
         return 0
+    print(f"BLEU table, {int(table['segments'].iloc[0])} test pairs (± is the half-width of a 95% bootstrap CI)")
+    print((_wide if args.wide else _compact)(table).to_markdown(index=False, disable_numparse=True))
+    print(f"from {path}" + (f"; {table['bleu_signature'].iloc[0]}" if args.wide else "; every column: --wide"))
+    return 0
+
+
+def _p_value(p) -> str:
+    """A p-value for reading: '<0.001' below that, '-' where there is none (a system against itself)."""
+    import pandas as pd
+
+    return "-" if p is None or pd.isna(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _number(value, digits: int = 2) -> str:
+    import pandas as pd
+
+    return "-" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+def _compact(table):
+    """One row per system, within 100 columns: scores with their CI half-widths, p against A, off-target."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "system": table["system"],
+        "BLEU": [f"{_number(b)} ± {_number(ci)}" for b, ci in zip(table["bleu"], table["bleu_ci95"])],
+        "chrF": [f"{_number(c)} ± {_number(ci)}" for c, ci in zip(table["chrf"], table["chrf_ci95"])],
+        "p vs A (BLEU, chrF)": [f"{_p_value(b)}, {_p_value(c)}" if not pd.isna(b) else "-"
+                                for b, c in zip(table["bleu_p_vs_A"], table["chrf_p_vs_A"])],
+        "off-target": [_number(rate) for rate in table["off_target_rate"]],
+    })
+
+
+def _wide(table):
+    """Every column of BLEU_COLUMNS, numbers rounded for reading (the table keeps full precision)."""
     shown = table[[c for c in BLEU_COLUMNS if c in table]].copy()
+    for column in shown:
+        if "_p_vs_" in column:
+            shown[column] = shown[column].map(_p_value)
+        elif shown[column].dtype.kind == "f":
+            shown[column] = shown[column].map(_number)
     if "adapter_hash" in shown:
         shown["adapter_hash"] = shown["adapter_hash"].str[:12]
-    print(f"BLEU table ({path}; {int(table['segments'].iloc[0])} test pairs, {table['bleu_signature'].iloc[0]})")
-    print(shown.to_markdown(index=False, floatfmt=".2f"))
-    return 0
+    return shown.fillna("")
 
 
 def recipe(args: argparse.Namespace) -> int:
@@ -261,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
 
     scores = commands.add_parser("bleu", parents=[profile], help="print the BLEU table of the last evaluation")
     scores.add_argument("--format", choices=["table", "csv"], default="table")
+    scores.add_argument("--wide", action="store_true",
+                        help="every column (p against B, lineage, signature); default: a compact table")
     scores.set_defaults(handler=bleu)
 
     lora = commands.add_parser("recipe", parents=[profile], help="print the profile's LoRA recipe as JSON")

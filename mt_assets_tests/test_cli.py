@@ -40,12 +40,20 @@ def test_bleu_prints_the_table_of_the_profiles_lake(profile, tmp_path, capsys):
     table["training_table"], table["adapter_hash"] = ["", "train_A"], ["", "0123456789abcdef0123"]
     (tmp_path / "lake").mkdir()
     table.to_parquet(tmp_path / "lake" / "bleu_table.parquet", index=False)
+    table.loc[1, "bleu_p_vs_A"], table.loc[1, "chrf_p_vs_A"] = 0.0004, 0.0312  # below and above 0.001
+    table.to_parquet(tmp_path / "lake" / "bleu_table.parquet", index=False)
     assert cli.main(["bleu", "--profile", str(profile)]) == 0
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ") and "system" not in line}
     assert set(rows) == {"A", "B"}
-    assert f"{table.loc[1, 'bleu']:.2f}" in rows["B"] and "0123456789ab" in rows["B"]
-    assert "2 test pairs" in out
+    assert f"{table.loc[1, 'bleu']:.2f} ± {table.loc[1, 'bleu_ci95']:.2f}" in rows["B"]
+    assert "<0.001, 0.031" in rows["B"] and "0.0004" not in out  # p-values for reading; the table keeps floats
+    assert "nan" not in out.lower() and max(len(line) for line in out.splitlines()[:-1]) <= 100  # the path aside
+    assert "2 test pairs" in out and "half-width of a 95% bootstrap CI" in out
+    assert cli.main(["bleu", "--profile", str(profile), "--wide"]) == 0
+    wide = capsys.readouterr().out
+    assert "0123456789ab" in wide and "chrf_p_vs_A" in wide and "nan" not in wide.lower()
+    assert "<0.001" in wide and table.loc[0, "bleu_signature"] in wide
     assert cli.main(["bleu", "--profile", str(profile), "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0].startswith("system,bleu,")
 
