@@ -80,7 +80,7 @@ def ui() -> None:
     setup()
     env = project_env()
     say(f"Dagster UI on http://127.0.0.1:3000 (instance {env['DAGSTER_HOME']}); Ctrl-C stops it")
-    run(BIN / "dagster", "dev", "-m", "mt_assets.definitions", "-h", "127.0.0.1", "-p", "3000", env=env)
+    run(BIN / "dagster", "dev", "-w", ROOT / "workspace.yaml", "-h", "127.0.0.1", "-p", "3000", env=env)  # location mt_assets
 
 
 def lock() -> None:

@@ -1,5 +1,10 @@
 """Tier 1: the definitions load, with every expected asset, check and resource."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 
 from mt_assets.definitions import defs
@@ -93,3 +98,13 @@ def test_training_resource_mirrors_every_recipe_field():
     assert {f.name for f in fields(LoraRecipe)} <= set(Training.model_fields)
     recipe = Training(r=8, learning_rate=0.5, target_modules=["all-linear"]).recipe()
     assert (recipe.r, recipe.learning_rate, recipe.target_modules) == (8, 0.5, "all-linear")
+
+
+def test_dg_check_defs_passes_on_the_project(tmp_path):
+    """The dg CLI's own check of the project (pyproject's [tool.dg]) loads every definition."""
+    venv = Path(sys.executable).parent
+    env = {**os.environ, "VIRTUAL_ENV": str(venv.parent), "MT_ASSETS_PROFILE": "tiny", "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run([str(venv / "dg"), "check", "defs"], cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "All definitions loaded successfully" in done.stdout + done.stderr

@@ -137,3 +137,19 @@ def test_changing_train_A_changes_adapter_B_lineage_and_nothing_else(materialize
     for system in ("A", "C", "D"):
         assert after.loc[system, lineage].to_dict() == before.loc[system, lineage].to_dict(), system
     assert after.loc["B", "test_table_hash"] == before.loc["B", "test_table_hash"]
+
+
+def test_evaluation_tables_match_their_column_schemas_and_scores_are_plottable(materialized):
+    lake, result, _ = materialized
+    graph = defs.resolve_asset_graph()
+    for name in ("translations", "bleu_table"):
+        schema = graph.get(dg.AssetKey(name)).metadata["dagster/column_schema"]
+        assert {c.name for c in schema.columns} == set(pd.read_parquet(lake / f"{name}.parquet").columns), name
+        assert all(c.description for c in schema.columns), name
+    (event,) = result.asset_materializations_for_node("bleu_table")
+    table = pd.read_parquet(lake / "bleu_table.parquet").set_index("system")
+    for system, row in table.iterrows():  # floats, full precision, one series per system for the Plots tab
+        assert event.metadata[f"bleu/{system}"] == dg.MetadataValue.float(float(row["bleu"]))
+        assert event.metadata[f"chrf/{system}"] == dg.MetadataValue.float(float(row["chrf"]))
+    assert "p_vs_A/A" not in event.metadata
+    assert event.metadata["p_vs_A/B"] == dg.MetadataValue.float(float(table.loc["B", "bleu_p_vs_A"]))

@@ -16,6 +16,7 @@ from upath import UPath
 from mt_assets.defs.io_manager import Folder, LakeError, local_folder
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.resources import AtLeastOne
+from mt_assets.defs.tables import BLEU_TABLE_SCHEMA, TRANSLATIONS_SCHEMA
 from mt_assets.defs.training import GPU_POOL, GPU_TAGS, LINEAGE_FILE, read_adapter_log
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib import langid
@@ -58,6 +59,7 @@ def _adapter_ins() -> dict[str, dg.AssetIn]:
     pool=GPU_POOL,
     op_tags=GPU_TAGS,
     ins={"test_A": dg.AssetIn("test_A"), **_adapter_ins()},
+    metadata={"dagster/column_schema": TRANSLATIONS_SCHEMA},
     description="Greedy translations of test_A by system A (base model, zero-shot) and systems B, C, D "
     "(the base model with adapter_B, adapter_C, adapter_D), one row per pair and system, with lineage.",
 )
@@ -131,6 +133,7 @@ LINEAGE_COLUMNS = ["test_table_hash", "adapter", "adapter_hash", "training_table
     group_name="evaluation",
     code_version="1",
     kinds={"pandas", "parquet"},
+    metadata={"dagster/column_schema": BLEU_TABLE_SCHEMA},
     description="Per system: sacreBLEU BLEU and chrF with signatures and 95% bootstrap confidence intervals, "
     "paired bootstrap p-values against A and against B, the off-target rate, and lineage hashes.",
 )
@@ -146,7 +149,13 @@ def bleu_table(context: dg.AssetExecutionContext, translations: pd.DataFrame,
     table["empty_outputs"] = [sum(1 for h in systems[s] if not h.strip()) for s in table["system"]]
     lineage = translations.groupby("system")[LINEAGE_COLUMNS].first()
     table = table.join(lineage, on="system")
-    context.add_output_metadata({"scores": dg.MetadataValue.md(
+    plots = {}  # floats per system, so the UI's Plots tab charts them run over run
+    for row in table.itertuples():
+        plots[f"bleu/{row.system}"] = dg.MetadataValue.float(float(row.bleu))
+        plots[f"chrf/{row.system}"] = dg.MetadataValue.float(float(row.chrf))
+        if not pd.isna(row.bleu_p_vs_A):
+            plots[f"p_vs_A/{row.system}"] = dg.MetadataValue.float(float(row.bleu_p_vs_A))
+    context.add_output_metadata({**plots, "scores": dg.MetadataValue.md(
         table[["system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "off_target_rate"]].round(2).to_markdown(index=False))})
     return versioned(table)
 

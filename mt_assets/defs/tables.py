@@ -19,3 +19,47 @@ def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:
     """A few rows as Markdown for the asset's page in the UI."""
     columns = [c for c in ("pair_id", "source", "target", "origin", "topic") if c in frame]
     return dg.MetadataValue.md(frame.head(rows)[columns].to_markdown(index=False))
+
+
+def _schema(columns: dict[str, tuple[str, str]]) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(name, kind, description=text)
+                                   for name, (kind, text) in columns.items()])
+
+
+_LINEAGE = {
+    "test_table_hash": ("string", "SHA-256 of the test_A rows scored (lib.hashing.table_hash)"),
+    "adapter": ("string", "the adapter asset of the system (empty for A, the base model)"),
+    "adapter_hash": ("string", "SHA-256 of the adapter folder used (lib.hashing.folder_hash)"),
+    "training_table": ("string", "the table the adapter was trained on"),
+    "training_table_hash": ("string", "SHA-256 of the rows the trainer read"),
+    "base_model": ("string", "the base model as configured"),
+    "base_revision": ("string", "the base model's revision: a Hub commit, or sha256:<hash> of a GGUF file"),
+}
+TRANSLATIONS_SCHEMA = _schema({
+    "pair_id": ("string", "the test pair (test_A.pair_id)"),
+    "system": ("string", "A (the base model, zero-shot) or B, C, D (the base model with adapter_B, _C, _D)"),
+    "source": ("string", "the source sentence"),
+    "reference": ("string", "the reference translation (test_A.target)"),
+    "hypothesis": ("string", "the system's greedy translation"),
+    "source_lang": ("string", "ISO 639 code of the source language"),
+    "target_lang": ("string", "ISO 639 code of the target language"),
+    **_LINEAGE,
+})
+BLEU_TABLE_SCHEMA = _schema({
+    "system": ("string", "A, B, C or D (see translations)"),
+    "bleu": ("float", "corpus BLEU (sacreBLEU), 0-100"),
+    "bleu_ci95": ("float", "half-width of the 95% bootstrap confidence interval of bleu"),
+    "chrf": ("float", "corpus chrF (sacreBLEU), 0-100"),
+    "chrf_ci95": ("float", "half-width of the 95% bootstrap confidence interval of chrf"),
+    "bleu_p_vs_A": ("float", "paired bootstrap p-value of the BLEU difference against system A (empty for A)"),
+    "chrf_p_vs_A": ("float", "paired bootstrap p-value of the chrF difference against system A (empty for A)"),
+    "bleu_p_vs_B": ("float", "paired bootstrap p-value of the BLEU difference against system B (empty for B)"),
+    "chrf_p_vs_B": ("float", "paired bootstrap p-value of the chrF difference against system B (empty for B)"),
+    "bleu_signature": ("string", "sacreBLEU's signature of the BLEU settings"),
+    "chrf_signature": ("string", "sacreBLEU's signature of the chrF settings"),
+    "segments": ("int", "test pairs scored"),
+    "off_target_rate": ("float", "share of outputs not identified as the target language (empty ones count)"),
+    "empty_outputs": ("int", "outputs with no text"),
+    **_LINEAGE,
+})
+"""Column schemas of the evaluation tables, shown on their asset pages in the UI."""
