@@ -1,7 +1,7 @@
 """Side-by-side throughput: the seed's settings against the project's, in one process, on the same data.
 
-For each configuration it measures LoRA training through `lib.training.train_adapter` (tokens per
-second over the steps after a warm-up, peak memory) and translation through `lib.translate`
+For each configuration it measures LoRA training through `lib.lora.training.train_adapter` (tokens per
+second over the steps after a warm-up, peak memory) and translation through `lib.translation.translate`
 (sentences and new tokens per second, peak memory). Configurations run interleaved, round after
 round, and the table shows each one's median. Prompts and targets are real Multi30k de-fr pairs
 (train for training, test_2016_flickr for translation), so batches have real sentence lengths.
@@ -18,7 +18,7 @@ its two configurations are `fp32` and `bf16` (bf16 autocast for training, bf16 w
 translation), side by side; on CUDA the project's settings. `gemma3-tiny` is the same family at
 test sizes (for the smoke runs).
 
-Models: on CPU the tiny demo architecture (lib.tiny_model's defaults), on CUDA GPT-Neo-1.3B's,
+Models: on CPU the tiny demo architecture (lib.models.tiny's defaults), on CUDA GPT-Neo-1.3B's,
 each built from its config with random weights, with a 4k byte-level BPE tokenizer trained here on
 the Multi30k sentences (no Hub needed); `--model` loads a real model and its tokenizer instead.
 With random weights a row rarely stops early, so translation runs to `--max-new-tokens`.
@@ -151,7 +151,7 @@ def multi30k(split: str):
 
 def build_tokenizer_folder(folder: Path, vocab_size: int, texts: list[str]) -> Path:
     """A BPE tokenizer trained on the corpus (with the tiny model's recipe), kept between runs."""
-    from mt_assets.lib.tiny_model import TinyModelSpec, build_tiny_base_model
+    from mt_assets.lib.models.tiny import TinyModelSpec, build_tiny_base_model
 
     if not (folder / "config.json").is_file():
         build_tiny_base_model(texts, folder, TinyModelSpec(vocab_size=vocab_size, pretrain_steps=0),
@@ -163,7 +163,7 @@ class ModelFactory:
     """Fresh models for each measurement: `train_adapter` wraps the model it gets in place."""
 
     def __init__(self, device: str, model: str | None, work: Path, texts: list[str], arch: str = "gpt-neo"):
-        from mt_assets.lib.models import load_tokenizer
+        from mt_assets.lib.models.loading import load_tokenizer
 
         self.device, self.model, self.arch = device, model, arch
         if model:
@@ -173,7 +173,7 @@ class ModelFactory:
             folder = build_tokenizer_folder(work / f"tokenizer-{TOKENIZER_VOCAB}", TOKENIZER_VOCAB, texts)
             self.tokenizer = load_tokenizer(str(folder))
             self.folder = folder
-            self.description = ("tiny GPT-Neo (lib.tiny_model defaults), random weights" if device == "cpu"
+            self.description = ("tiny GPT-Neo (lib.models.tiny defaults), random weights" if device == "cpu"
                                 else "GPT-Neo-1.3B architecture, random weights")
             if arch != "gpt-neo":
                 self.description = f"{arch} architecture (Gemma 3), random weights"
@@ -181,7 +181,7 @@ class ModelFactory:
     def __call__(self, dtype: str):
         import torch
 
-        from mt_assets.lib.models import load_causal_lm, pick_dtype
+        from mt_assets.lib.models.loading import load_causal_lm, pick_dtype
 
         if self.model:
             return load_causal_lm(self.model, device=self.device, dtype=dtype)
@@ -325,12 +325,12 @@ def profile_callback(step: int, title: str, out: Path):
 
 
 def cpu_autocast(recipe, device: str):
-    """The recipe to train with and the autocast to train under: where lib.training refuses bf16 on
+    """The recipe to train with and the autocast to train under: where lib.lora.training refuses bf16 on
     a CPU, the recipe trains without mixed precision inside torch's CPU bf16 autocast, which is
     what transformers' `bf16=True` runs there."""
     import torch
 
-    from mt_assets.lib.training import precision_flags
+    from mt_assets.lib.lora.training import precision_flags
 
     if device != "cpu" or recipe.mixed_precision != "bf16":
         return recipe, contextlib.nullcontext()
@@ -342,7 +342,7 @@ def cpu_autocast(recipe, device: str):
 
 
 def measure_training(config: Config, factory: ModelFactory, table, args, work: Path) -> dict:
-    from mt_assets.lib.training import LoraRecipe, train_adapter
+    from mt_assets.lib.lora.training import LoraRecipe, train_adapter
 
     steps = args.seed_train_steps if config.name == "seed" else args.train_steps
     recipe = LoraRecipe(r=16, alpha=64, dropout=0.1, max_length=256, batch_size=config.batch_size,
@@ -365,7 +365,7 @@ def measure_training(config: Config, factory: ModelFactory, table, args, work: P
 
 
 def measure_translation(config: Config, factory: ModelFactory, sources: list[str], args) -> dict:
-    from mt_assets.lib.translate import translate
+    from mt_assets.lib.translation.translate import translate
 
     stats: dict = {}
     with PeakMemory(args.device) as memory:
@@ -429,7 +429,7 @@ def markdown(table: dict) -> str:
 
 def mean_tokens(tokenizer, table) -> float:
     """Mean tokens of a training example (prompt, completion and EOS) over the first 1,000 pairs."""
-    from mt_assets.lib.training import to_prompt_completion
+    from mt_assets.lib.lora.training import to_prompt_completion
 
     examples = to_prompt_completion(table.head(1000))
     ids = tokenizer([e["prompt"] + e["completion"] for e in examples])["input_ids"]
@@ -481,7 +481,7 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from mt_assets.lib.models import pick_device
+    from mt_assets.lib.models.loading import pick_device
 
     args.device = pick_device(args.device)
     load_at_start = os.getloadavg()

@@ -1,6 +1,6 @@
 """Probe: does LoRA fine-tuning of the tiny GPT-Neo visibly learn German->French on CPU?
 
-Builds (or reuses) a tiny base model with mt_assets.lib.tiny_model on Multi30k monolingual
+Builds (or reuses) a tiny base model with mt_assets.lib.models.tiny on Multi30k monolingual
 de+fr train lines, then LoRA-fine-tunes it with TRL SFTTrainer on a prompt/completion dataset in
 the product's exact format, and reports sacrebleu BLEU/chrF (greedy decoding) before and after,
 on the fine-tuning pairs themselves and on held-out pairs from test_2016_flickr.
@@ -120,7 +120,7 @@ def main() -> None:
     ft_pairs = [train[i] for i in order[: args.pairs]]
     heldout = load_multi30k("test_2016_flickr")[: args.heldout]
 
-    from mt_assets.lib.tiny_model import TinyModelSpec, build_tiny_base_model
+    from mt_assets.lib.models.tiny import TinyModelSpec, build_tiny_base_model
 
     result: dict = {"args": vars(args) | {"base": str(args.base)}}
     if not (args.base / "config.json").exists():

@@ -3,7 +3,7 @@
     mt-assets materialize --profile demo            # every asset and check (alias: run)
     mt-assets translate notes.de.txt --adapter adapter_B -o notes.fr.txt
     mt-assets bleu                                  # the BLEU table of the last evaluation
-    mt-assets recipe --profile paper > recipe.json  # the LoRA recipe, for python -m mt_assets.lib.train_job
+    mt-assets recipe --profile paper > recipe.json  # the LoRA recipe, for python -m mt_assets.lib.lora.launch
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def _input_lines(path: Path) -> list[str]:
     """The lines of a `translate` input file, split at LF (or CRLF) only, as ``wc -l`` counts.
 
     A missing, empty, binary or non-UTF-8 file stops the command, naming the file (and the line)."""
-    from mt_assets.lib.corpus import split_lines
+    from mt_assets.lib.data.corpus import split_lines
 
     if not path.is_file():
         raise SystemExit(f"mt-assets: input file {path} not found: give a text file, one sentence a line")
@@ -128,7 +128,7 @@ def _input_lines(path: Path) -> list[str]:
 def _check_context(path: Path, lines: list[str], tokenizer, model, source_lang: str, target_lang: str,
                    max_new_tokens: int) -> None:
     """Stop, naming the lines, when a sentence's prompt plus max_new_tokens exceeds the model's context."""
-    from mt_assets.lib.prompt import check_prompts_fit
+    from mt_assets.lib.translation.prompt import check_prompts_fit
 
     numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     try:
@@ -158,7 +158,7 @@ def translate(args: argparse.Namespace) -> int:
     from peft import PeftModel
 
     from mt_assets.defs.evaluation import adapter_folder
-    from mt_assets.lib.translate import translate as run_translation
+    from mt_assets.lib.translation.translate import translate as run_translation
 
     profile = _profile(args.profile)
     resources = _resources(profile)
@@ -253,7 +253,7 @@ def _wide(table):
 
 
 def recipe(args: argparse.Namespace) -> int:
-    """Print the profile's LoRA recipe as the JSON file that lib.train_job reads."""
+    """Print the profile's LoRA recipe as the JSON file that lib.lora.launch reads."""
     print(json.dumps(asdict(_resources(_profile(args.profile))["training"].recipe()), indent=2))
     return 0
 

@@ -165,7 +165,7 @@ def wait_for(condition: Callable[[], bool], child: Child, timeout_s: float, what
 
 
 def complete_checkpoints(staging: Path, asset: str = "adapter_B") -> list[Path]:
-    """Checkpoint folders in an adapter's work folders under a staging folder (lib.staging) whose
+    """Checkpoint folders in an adapter's work folders under a staging folder (lib.lora.staging) whose
     trainer_state.json is whole."""
     found = []
     for state in staging.glob(f"{asset}-*/checkpoints/*/checkpoint-*/trainer_state.json"):
@@ -191,8 +191,8 @@ def _materialize_command(spec_file: str) -> None:
 
 def _sample_rss_command(path: str) -> None:
     """Print, as JSON, peak resident memory before and after sampling 200 pairs of a TSV corpus."""
-    from mt_assets.lib.corpus import read_local
-    from mt_assets.lib.sampling import sample_pairs
+    from mt_assets.lib.data.corpus import read_local
+    from mt_assets.lib.data.sampling import sample_pairs
 
     def run(corpus: Path, **columns):
         return sample_pairs(read_local("tsv", corpus, "de", "fr", **columns), 200, 1, "de", "fr", corpus.name)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mt_assets import cli
-from mt_assets.lib.metrics import score_systems
+from mt_assets.lib.scoring.metrics import score_systems
 from mt_assets_tests.ops_support import write_profile
 
 

@@ -93,7 +93,7 @@ def test_training_resource_mirrors_every_recipe_field():
     from dataclasses import fields
 
     from mt_assets.defs.training import Training
-    from mt_assets.lib.training import LoraRecipe
+    from mt_assets.lib.lora.training import LoraRecipe
 
     assert {f.name for f in fields(LoraRecipe)} <= set(Training.model_fields)
     recipe = Training(r=8, learning_rate=0.5, target_modules=["all-linear"]).recipe()

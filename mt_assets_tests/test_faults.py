@@ -35,11 +35,11 @@ from mt_assets.defs.models import HubBaseModel, TinyBaseModel
 from mt_assets.defs.resources import Experiment, LocalCorpus
 from mt_assets.defs.synthetic import OracleTeacherCorpus
 from mt_assets.defs.training import read_adapter_log, read_adapter_summary
-from mt_assets.lib import models
+from mt_assets.lib.models import loading
 from mt_assets.lib.hashing import folder_hash
-from mt_assets.lib.pairs import normalize_text
-from mt_assets.lib.synth import generate_synthetic
-from mt_assets.lib.training import train_adapter
+from mt_assets.lib.data.pairs import normalize_text
+from mt_assets.lib.synth.generation import generate_synthetic
+from mt_assets.lib.lora.training import train_adapter
 from mt_assets_tests.e2e_support import DEMO_COLUMNS, DEMO_TSV, tiny_base
 from mt_assets_tests.fault_support import (
     PRETRAIN_STEPS,
@@ -139,8 +139,8 @@ def recipe(model_dir: Path):
 
 
 def train(model_dir: Path, table: pd.DataFrame, out: Path):
-    tokenizer = models.load_tokenizer(str(model_dir))
-    model = models.load_causal_lm(str(model_dir), dtype="fp32")
+    tokenizer = loading.load_tokenizer(str(model_dir))
+    model = loading.load_causal_lm(str(model_dir), dtype="fp32")
     return train_adapter(model, tokenizer, table, recipe(model_dir), out)
 
 
@@ -195,11 +195,11 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_complete_adapter
 
         from peft import PeftModel, get_peft_model_state_dict
 
-        loaded = PeftModel.from_pretrained(models.load_causal_lm(str(model_dir), dtype="fp32"), str(adapter))
+        loaded = PeftModel.from_pretrained(loading.load_causal_lm(str(model_dir), dtype="fp32"), str(adapter))
         in_model = get_peft_model_state_dict(loaded)
         assert in_model.keys() == reference.keys(), "PEFT loads every LoRA matrix and the saved wte"
         assert all(torch.equal(in_model[k], reference[k]) for k in reference)
-        tokenizer = models.load_tokenizer(str(model_dir))
+        tokenizer = loading.load_tokenizer(str(model_dir))
         with torch.no_grad():
             logits = loaded(**tokenizer(["Translate German to French.\nGerman: Hallo.\nFrench:"],
                                         return_tensors="pt")).logits
@@ -367,7 +367,7 @@ def cached_seeds(cache: Path) -> set[int]:
 
 
 def uninterrupted(run: dict, tables: dict, cache: Path) -> pd.DataFrame:
-    """synth_B as one uninterrupted run with an empty cache makes it (through lib.synth)."""
+    """synth_B as one uninterrupted run with an empty cache makes it (through lib.synth.generation)."""
     resources = run_resources(run)
     backend = resources["teacher"].build(resources["experiment"], tables["train_A"], tables["test_A"])
     table, _ = generate_synthetic(backend, tables["train_A"], tables["test_A"], config=resources["synthesis"].config(),

@@ -10,7 +10,7 @@ import pytest
 
 from mt_assets.defs.models import GgufBaseModel
 from mt_assets.defs.profiles import build_resources, load_profile
-from mt_assets.lib import gguf
+from mt_assets.lib.models import gguf
 
 
 def write_gguf(path: Path, architecture: str) -> Path:

@@ -15,8 +15,8 @@ import pytest
 from mt_assets.defs.data import opus_sample
 from mt_assets.defs.io_manager import DataLakeIOManager
 from mt_assets.defs.resources import Experiment, LocalCorpus
-from mt_assets.lib.corpus import CorpusError
-from mt_assets.lib.pairs import normalize_text
+from mt_assets.lib.data.corpus import CorpusError
+from mt_assets.lib.data.pairs import normalize_text
 
 
 def sample_of(corpus: LocalCorpus, lake: Path, instance, size: int) -> tuple[pd.DataFrame, dict]:
@@ -277,7 +277,7 @@ def test_a_100k_character_sentence_is_left_out_of_the_sample_and_counted(ledger,
 def test_the_model_context_check_names_the_rows_too_long(untrained_tiny_model):
     from transformers import AutoConfig, AutoTokenizer
 
-    from mt_assets.lib.prompt import build_prompt, check_prompts_fit, prompts_too_long
+    from mt_assets.lib.translation.prompt import build_prompt, check_prompts_fit, prompts_too_long
 
     tokenizer = AutoTokenizer.from_pretrained(untrained_tiny_model)
     config = AutoConfig.from_pretrained(untrained_tiny_model)

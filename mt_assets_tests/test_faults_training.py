@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from mt_assets.defs.training import LINEAGE_FILE, read_adapter_summary
-from mt_assets.lib.checkpoints import restore_checkpoints
+from mt_assets.lib.lora.checkpoints import restore_checkpoints
 from mt_assets.lib.hashing import folder_hash, table_hash
-from mt_assets.lib.training import train_adapter
+from mt_assets.lib.lora.training import train_adapter
 from mt_assets_tests.fault_support import Child, complete_checkpoints, materialize, start_child, wait_for
 from mt_assets_tests.test_faults import (  # noqa: F401  (module fixtures: the tiny model, the tables, the reference adapter)
     STEPS,
@@ -39,7 +39,7 @@ from mt_assets_tests.test_faults import (  # noqa: F401  (module fixtures: the t
 
 
 def trainer_processes(marker: str, launchers: bool = False) -> list[int]:
-    """Process ids of training processes (lib.train_job; with `launchers`, also the `accelerate
+    """Process ids of training processes (lib.lora.launch; with `launchers`, also the `accelerate
     launch` processes that started them) whose command line mentions `marker`."""
     found = []
     for entry in Path("/proc").iterdir():
@@ -49,7 +49,7 @@ def trainer_processes(marker: str, launchers: bool = False) -> list[int]:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if "mt_assets.lib.train_job" in command and marker in command and (launchers or "accelerate" not in command):
+        if "mt_assets.lib.lora.launch" in command and marker in command and (launchers or "accelerate" not in command):
             found.append(int(entry.name))
     return found
 

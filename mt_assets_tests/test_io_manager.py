@@ -10,7 +10,7 @@ import pytest
 
 from mt_assets.defs.io_manager import DataLakeIOManager, Folder
 from mt_assets.lib.hashing import folder_hash, table_hash
-from mt_assets.lib.pairs import make_pairs
+from mt_assets.lib.data.pairs import make_pairs
 
 
 def table() -> pd.DataFrame:

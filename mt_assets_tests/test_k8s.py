@@ -18,7 +18,7 @@ from dagster_k8s.job import UserDefinedDagsterK8sConfig, get_user_defined_k8s_co
 
 from mt_assets.definitions import build_definitions
 from mt_assets.defs.profiles import load_profile
-from mt_assets.lib.staging import WorkFolder, checkpoint_mirror, staging_root
+from mt_assets.lib.lora.staging import WorkFolder, checkpoint_mirror, staging_root
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 GPU_ASSETS = {"adapter_B", "adapter_C", "adapter_D", "translations"}

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from peft import PeftModel
 
-from mt_assets.lib import models
-from mt_assets.lib.metrics import score_systems
-from mt_assets.lib.pairs import make_pairs
-from mt_assets.lib.training import LoraRecipe, train_adapter
-from mt_assets.lib.translate import translate
+from mt_assets.lib.models import loading
+from mt_assets.lib.scoring.metrics import score_systems
+from mt_assets.lib.data.pairs import make_pairs
+from mt_assets.lib.lora.training import LoraRecipe, train_adapter
+from mt_assets.lib.translation.translate import translate
 from mt_assets_tests.e2e_support import DEMO_TSV
 
 pytestmark = pytest.mark.e2e
@@ -25,12 +25,12 @@ MEMORISE = LoraRecipe(r=64, alpha=128, dropout=0.0, target_modules="all-linear",
 def test_lora_memorises_32_pairs(tiny_model_dir, tmp_path):
     corpus = pd.read_csv(DEMO_TSV, sep="\t").sample(32, random_state=0)
     table = make_pairs(corpus["de"], corpus["fr"], "de", "fr", "demo")
-    tokenizer = models.load_tokenizer(str(tiny_model_dir))
-    base = models.load_causal_lm(str(tiny_model_dir), dtype="fp32")
+    tokenizer = loading.load_tokenizer(str(tiny_model_dir))
+    base = loading.load_causal_lm(str(tiny_model_dir), dtype="fp32")
     before = translate(base, tokenizer, list(table["source"]), "de", "fr", batch_size=32, max_new_tokens=40)
 
-    result = train_adapter(models.load_causal_lm(str(tiny_model_dir), dtype="fp32"), tokenizer, table, MEMORISE, tmp_path / "adapter")
-    tuned = PeftModel.from_pretrained(models.load_causal_lm(str(tiny_model_dir), dtype="fp32"), str(tmp_path / "adapter")).eval()
+    result = train_adapter(loading.load_causal_lm(str(tiny_model_dir), dtype="fp32"), tokenizer, table, MEMORISE, tmp_path / "adapter")
+    tuned = PeftModel.from_pretrained(loading.load_causal_lm(str(tiny_model_dir), dtype="fp32"), str(tmp_path / "adapter")).eval()
     after = translate(tuned, tokenizer, list(table["source"]), "de", "fr", batch_size=32, max_new_tokens=40)
 
     scores = score_systems({"base": before, "tuned": after}, list(table["target"]), ["base"], n_bootstrap=100)

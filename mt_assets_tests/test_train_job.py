@@ -1,4 +1,4 @@
-"""Training in a process of its own: lib.train_job from a shell (DDP on two CPU processes through
+"""Training in a process of its own: lib.lora.launch from a shell (DDP on two CPU processes through
 `accelerate launch`) and from the adapter asset through Dagster Pipes; `mt-assets translate` with
 the adapter it made."""
 
@@ -18,11 +18,11 @@ import pytest
 from mt_assets import cli
 from mt_assets.defs.io_manager import DataLakeIOManager, LakeError
 from mt_assets.defs.training import LINEAGE_FILE, Training, adapter_B
-from mt_assets.lib import train_job
+from mt_assets.lib.lora import launch
 from mt_assets.lib.hashing import folder_hash, table_hash
-from mt_assets.lib.models import load_causal_lm, load_tokenizer
-from mt_assets.lib.training import SUMMARY_FILE, LoraRecipe, split_validation
-from mt_assets.lib.translate import translate
+from mt_assets.lib.models.loading import load_causal_lm, load_tokenizer
+from mt_assets.lib.lora.training import SUMMARY_FILE, LoraRecipe, split_validation
+from mt_assets.lib.translation.translate import translate
 from mt_assets_tests.e2e_support import DEMO_TSV, tiny_base
 from mt_assets_tests.ops_support import write_profile
 
@@ -52,7 +52,7 @@ def test_launch_command(monkeypatch, processes, cuda, gpus, expected):
     import torch
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
-    command = train_job.launch_command(["--table", "t.parquet"], processes, cuda=cuda, extra_args=["--gpu_ids", "all"])
+    command = launch.launch_command(["--table", "t.parquet"], processes, cuda=cuda, extra_args=["--gpu_ids", "all"])
     assert command[1:3] == ["-m", "accelerate.commands.launch"]
     flags = command[3:command.index("-m", 3)]
     for flag in expected:
@@ -60,20 +60,20 @@ def test_launch_command(monkeypatch, processes, cuda, gpus, expected):
     assert flags[flags.index("--num_processes") + 1] == expected[1]
     assert ("--cpu" in flags) == ("--cpu" in expected) and ("--multi_gpu" in flags) == ("--multi_gpu" in expected)
     assert flags[-2:] == ["--gpu_ids", "all"]
-    assert command[-4:] == ["-m", "mt_assets.lib.train_job", "--table", "t.parquet"]
+    assert command[-4:] == ["-m", "mt_assets.lib.lora.launch", "--table", "t.parquet"]
 
 
 def test_negative_process_count_is_refused():
     with pytest.raises(ValueError, match="training.num_processes"):
-        train_job.launch_command([], -1, cuda=False)
+        launch.launch_command([], -1, cuda=False)
 
 
 def test_recipe_file_round_trip_and_unknown_fields(tmp_path):
     recipe = replace(LoraRecipe(), r=4, target_modules="all-linear", epochs=1.5)
-    assert train_job.read_recipe(train_job.write_recipe(recipe, tmp_path / "recipe.json")) == recipe
+    assert launch.read_recipe(launch.write_recipe(recipe, tmp_path / "recipe.json")) == recipe
     (tmp_path / "bad.json").write_text(json.dumps({"r": 4, "rank": 8}))
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['rank'\]"):
-        train_job.read_recipe(tmp_path / "bad.json")
+        launch.read_recipe(tmp_path / "bad.json")
 
 
 def test_two_process_ddp_from_the_command_line_without_dagster(tmp_path, untrained_tiny_model):
@@ -81,8 +81,8 @@ def test_two_process_ddp_from_the_command_line_without_dagster(tmp_path, untrain
     table.to_parquet(tmp_path / "table.parquet", index=False)
     (tmp_path / "recipe.json").write_text(json.dumps(RECIPE))
     out = tmp_path / "adapter"
-    command = train_job.launch_command(
-        train_job.job_arguments(tmp_path / "table.parquet", str(untrained_tiny_model), tmp_path / "recipe.json", out),
+    command = launch.launch_command(
+        launch.job_arguments(tmp_path / "table.parquet", str(untrained_tiny_model), tmp_path / "recipe.json", out),
         num_processes=2, cuda=False, extra_args=["--main_process_port", "0"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES")}
     env["PYTHONPATH"] = str(ROOT)
@@ -103,7 +103,7 @@ def test_two_process_ddp_from_the_command_line_without_dagster(tmp_path, untrain
 
 @pytest.fixture(scope="module")
 def pipes_run(tmp_path_factory, untrained_tiny_model):
-    """adapter_B materialized in-process: the asset launches lib.train_job through Pipes."""
+    """adapter_B materialized in-process: the asset launches lib.lora.launch through Pipes."""
     lake = tmp_path_factory.mktemp("pipes") / "lake"
     table = pairs()
 

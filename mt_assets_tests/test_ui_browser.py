@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mt_assets.lib.tiny_model import TinyModelSpec
+from mt_assets.lib.models.tiny import TinyModelSpec
 from mt_assets_tests.e2e_support import tiny_base
 from mt_assets_tests.ops_support import write_profile
 

@@ -7,9 +7,9 @@ import pandas as pd
 from mt_assets.defs.resources import CorpusSource, Experiment, HuggingFaceCorpus
 from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
 from mt_assets.defs.versioning import versioned
-from mt_assets.lib import validators
-from mt_assets.lib.hub import hub_commit
-from mt_assets.lib.sampling import sample_pairs, split_train_test
+from mt_assets.lib.data import validators
+from mt_assets.lib.models.hub import hub_commit
+from mt_assets.lib.data.sampling import sample_pairs, split_train_test
 
 DATA_KINDS = {"pandas", "parquet"}
 

@@ -19,12 +19,12 @@ from mt_assets.defs.resources import AtLeastOne
 from mt_assets.defs.tables import BLEU_TABLE_SCHEMA, TRANSLATIONS_SCHEMA
 from mt_assets.defs.training import GPU_POOL, GPU_TAGS, LINEAGE_FILE, read_adapter_log
 from mt_assets.defs.versioning import versioned
-from mt_assets.lib import langid
-from mt_assets.lib.charts import bleu_bars, loss_curves
+from mt_assets.lib.data import langid
+from mt_assets.lib.scoring.charts import bleu_bars, loss_curves
 from mt_assets.lib.hashing import folder_hash, table_hash
-from mt_assets.lib.metrics import score_systems
-from mt_assets.lib.prompt import check_prompts_fit
-from mt_assets.lib.translate import check_adapter_folder, translate
+from mt_assets.lib.scoring.metrics import score_systems
+from mt_assets.lib.translation.prompt import check_prompts_fit
+from mt_assets.lib.translation.translate import check_adapter_folder, translate
 
 SYSTEMS = {"A": None, "B": "adapter_B", "C": "adapter_C", "D": "adapter_D"}
 """System name -> the adapter asset it uses (A is the base model, zero-shot)."""
@@ -38,7 +38,7 @@ class Evaluation(dg.ConfigurableResource):
     """Sentences per batch, when token_budget is None."""
     max_new_tokens: AtLeastOne = 128
     decoder: str = "fast"
-    """fast: lib.decoding's greedy loop (preallocated KV cache, finished rows leave the batch);
+    """fast: lib.translation.decoding's greedy loop (preallocated KV cache, finished rows leave the batch);
     generate: transformers' generate, the reference. Both give the same translations."""
     token_budget: int | None = None
     """fast decoder: batches of as many sentences as fit in this many tokens of prompt plus

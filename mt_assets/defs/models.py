@@ -8,10 +8,12 @@ from typing import Any
 
 import dagster as dg
 
-from mt_assets.lib import corpus, gguf, models
+from mt_assets.lib.data import corpus
+from mt_assets.lib.models import gguf
+from mt_assets.lib.models import loading
 from mt_assets.lib.hashing import folder_hash
-from mt_assets.lib.hub import hub_commit
-from mt_assets.lib.tiny_model import TinyModelSpec, build_tiny_base_model
+from mt_assets.lib.models.hub import hub_commit
+from mt_assets.lib.models.tiny import TinyModelSpec, build_tiny_base_model
 
 _CACHE: dict[tuple, object] = {}
 _CACHE_LOCK = threading.Lock()
@@ -36,24 +38,24 @@ class BaseModel(dg.ConfigurableResource, ABC):
         return {"base_model": self.model_path(), "revision": self.revision}
 
     def precision(self) -> str:
-        """The weights' dtype that `dtype` means on this machine (auto: see lib.models.pick_dtype)."""
-        return str(models.pick_dtype(models.pick_device(self.device), self.dtype)).removeprefix("torch.")
+        """The weights' dtype that `dtype` means on this machine (auto: see lib.models.loading.pick_dtype)."""
+        return str(loading.pick_dtype(loading.pick_device(self.device), self.dtype)).removeprefix("torch.")
 
     def load_tokenizer(self):
-        return models.load_tokenizer(self.model_path(), self.revision)
+        return loading.load_tokenizer(self.model_path(), self.revision)
 
     def load_skeleton(self):
         """The model's modules and config without its weights, to check settings against in a moment."""
-        return models.load_skeleton(self.model_path(), self.revision)
+        return loading.load_skeleton(self.model_path(), self.revision)
 
     def load_model(self, fresh: bool = False):
         """The model in eval mode. `fresh=True` gives a private copy (training wraps it with LoRA)."""
         key = (self.model_path(), self.revision, self.device, self.dtype)
         if fresh:
-            return models.load_causal_lm(*key)
+            return loading.load_causal_lm(*key)
         with _CACHE_LOCK:
             if key not in _CACHE:
-                _CACHE[key] = models.load_causal_lm(*key)
+                _CACHE[key] = loading.load_causal_lm(*key)
             return _CACHE[key]
 
 

@@ -9,8 +9,8 @@ from typing import Annotated
 import dagster as dg
 import pydantic
 
-from mt_assets.lib import corpus
-from mt_assets.lib.languages import language
+from mt_assets.lib.data import corpus
+from mt_assets.lib.data.languages import language
 
 
 AtLeastOne = Annotated[int, pydantic.Field(ge=1)]

@@ -17,10 +17,13 @@ from mt_assets.defs.data import check_result, table_checks
 from mt_assets.defs.resources import Experiment
 from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
 from mt_assets.defs.versioning import versioned
-from mt_assets.lib import corpus, models, synth, validators
-from mt_assets.lib import teacher as lib_teacher
-from mt_assets.lib.sampling import all_pairs
-from mt_assets.lib.synth_prompt import DEFAULT_TOPICS
+from mt_assets.lib.data import corpus
+from mt_assets.lib.models import loading
+from mt_assets.lib.synth import generation
+from mt_assets.lib.data import validators
+from mt_assets.lib.synth import teachers as lib_teacher
+from mt_assets.lib.data.sampling import all_pairs
+from mt_assets.lib.synth.prompt import DEFAULT_TOPICS
 
 SYNTH_KINDS = {"pandas", "parquet"}
 
@@ -30,7 +33,7 @@ class Teacher(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     def build(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame):
-        """A lib.teacher back end ready to serve requests for this experiment's split."""
+        """A lib.synth.teachers back end ready to serve requests for this experiment's split."""
 
 
 class OpenAICompatibleTeacher(Teacher):
@@ -92,9 +95,9 @@ class TransformersTeacherModel(Teacher):
 
     def build(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame):
         def loader():
-            return (models.load_causal_lm(self.name_or_path, self.revision, self.device, self.dtype,
+            return (loading.load_causal_lm(self.name_or_path, self.revision, self.device, self.dtype,
                                           setting="teacher.name_or_path"),
-                    models.load_tokenizer(self.name_or_path, self.revision))
+                    loading.load_tokenizer(self.name_or_path, self.revision))
 
         return lib_teacher.TransformersTeacher(loader=loader, model_name=self.name_or_path, temperature=self.temperature)
 
@@ -137,12 +140,12 @@ class Synthesis(dg.ConfigurableResource):
     cache_dir: str = "data_lake/.teacher_cache"
     """One file per answered request: a rerun sends only what is missing."""
 
-    def config(self) -> synth.SynthConfig:
-        return synth.SynthConfig(
+    def config(self) -> generation.SynthConfig:
+        return generation.SynthConfig(
             size=self.size, size_factor=self.size_factor, pairs_per_request=self.pairs_per_request,
             max_requests=self.max_requests, budget_factor=self.budget_factor, topics=tuple(self.topics),
             few_shot=self.few_shot, seed=self.seed,
-            filters=synth.FilterConfig(max_chars=self.max_chars, max_length_ratio=self.max_length_ratio,
+            filters=generation.FilterConfig(max_chars=self.max_chars, max_length_ratio=self.max_length_ratio,
                                        check_language=self.check_language),
         )
 
@@ -168,9 +171,9 @@ def synth_B(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd
         if done and done % 10 == 0:
             context.log.info(f"teacher progress: {snapshot}")
 
-    table, report = synth.generate_synthetic(backend, train_A, test_A, config=config,
+    table, report = generation.generate_synthetic(backend, train_A, test_A, config=config,
                                              cache_dir=synthesis.cache_dir, on_progress=on_progress)
-    distribution = synth.topic_distribution(table)
+    distribution = generation.topic_distribution(table)
     counts = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     context.add_output_metadata({
         **{f"report/{k}": v for k, v in counts.items()},
@@ -191,7 +194,7 @@ def synth_B(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd
 )
 def combined_C(context: dg.AssetExecutionContext, train_A: pd.DataFrame,
                synth_B: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-    table, report = synth.combine_train_synth(train_A, synth_B)
+    table, report = generation.combine_train_synth(train_A, synth_B)
     context.add_output_metadata({**report, "origins": dg.MetadataValue.json(table["origin"].value_counts().to_dict())})
     return versioned(table)
 
@@ -200,7 +203,7 @@ def combined_C(context: dg.AssetExecutionContext, train_A: pd.DataFrame,
                 description="No synth_B source or target occurs in test_A (contamination). Blocking: adapters "
                 "trained on contaminated data would be scored on their own training sentences.")
 def no_test_contamination(synth_B: pd.DataFrame, test_A: pd.DataFrame) -> dg.AssetCheckResult:
-    return check_result(synth.contamination(synth_B, test_A))
+    return check_result(generation.contamination(synth_B, test_A))
 
 
 @dg.asset_check(asset="synth_B", additional_ins={"train_A": dg.AssetIn("train_A")},

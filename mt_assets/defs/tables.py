@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 from dagster_pandera import pandera_schema_to_dagster_type
 
-from mt_assets.lib.pairs import PairSchema
+from mt_assets.lib.data.pairs import PairSchema
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)  # stable in practice; pinned in pyproject

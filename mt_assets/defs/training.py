@@ -1,6 +1,6 @@
 """Training assets: adapter_B, adapter_C and adapter_D from one builder, in the `gpu` pool.
 
-Each adapter trains in a process of its own, lib.train_job, started with `accelerate launch`
+Each adapter trains in a process of its own, lib.lora.launch, started with `accelerate launch`
 through Dagster Pipes: `training.num_processes` takes the same asset from one CPU process to DDP
 on several GPUs, and the training process's log lines and summary come back as the step's logs
 and the asset's metadata.
@@ -19,11 +19,11 @@ from mt_assets.defs.io_manager import DataLakeIOManager, Folder
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.resources import AtLeastOne, Positive, Seed
 from mt_assets.defs.versioning import versioned
-from mt_assets.lib.checkpoints import remove_mirror, restore_checkpoints
+from mt_assets.lib.lora.checkpoints import remove_mirror, restore_checkpoints
 from mt_assets.lib.hashing import table_hash
-from mt_assets.lib.staging import WorkFolder, checkpoint_mirror, staging_root
-from mt_assets.lib.train_job import WATCH_ENV, adapter_metadata, job_arguments, launch_command, write_recipe
-from mt_assets.lib.training import LOG_FILE, SUMMARY_FILE, LoraRecipe, check_prompt_fits, check_recipe_fits_model
+from mt_assets.lib.lora.staging import WorkFolder, checkpoint_mirror, staging_root
+from mt_assets.lib.lora.launch import WATCH_ENV, adapter_metadata, job_arguments, launch_command, write_recipe
+from mt_assets.lib.lora.training import LOG_FILE, SUMMARY_FILE, LoraRecipe, check_prompt_fits, check_recipe_fits_model
 
 GPU_POOL = "gpu"
 """The concurrency pool of every asset that runs a model: its limit (1 in .dagster_home/dagster.yaml)
@@ -38,7 +38,7 @@ LINEAGE_FILE = "lineage.json"
 
 
 class Training(dg.ConfigurableResource):
-    """The LoRA recipe shared by every adapter (see lib.training.LoraRecipe for each field).
+    """The LoRA recipe shared by every adapter (see lib.lora.training.LoraRecipe for each field).
     Defaults are the seed experiment's hyperparameters with one difference: `validation_fraction`
     (0.1) holds a seeded tenth of each adapter's own training table out of training for its
     validation loss, so adapter_B trains on 720 of train_A's 800 pairs (the seed trained on all).
@@ -73,10 +73,10 @@ class Training(dg.ConfigurableResource):
     """None: batches of batch_size pairs. A number: length-bucketed batches of up to that many padded
     tokens (e.g. 8192 on an 80 GB GPU, 4096 with gradient_checkpointing on 16 GB); batch_size unused."""
     loss_impl: str = "auto"
-    """auto, fused or compact (lib.trainer): how the LM head and loss run; the same loss either way."""
+    """auto, fused or compact (lib.lora.trainer): how the LM head and loss run; the same loss either way."""
     staging_dir: str | None = None
     """Where adapters are trained (and checkpointed, for resuming) before they enter the data lake, one
-    locked work folder per table, recipe and base model (lib.staging). None: `.staging/` inside a local
+    locked work folder per table, recipe and base model (lib.lora.staging). None: `.staging/` inside a local
     data lake; with the lake on object storage, a folder of the system's temporary directory, with
     each checkpoint copied to `<lake>/.staging/` as it is written and copied back on the next run."""
     num_processes: int = 1

@@ -35,7 +35,7 @@ def small_lm(tmp_path_factory) -> Path:
     import pandas as pd
     import torch
 
-    from mt_assets.lib.tiny_model import TinyModelSpec, build_tiny_base_model
+    from mt_assets.lib.models.tiny import TinyModelSpec, build_tiny_base_model
 
     corpus = pd.read_csv(PACKAGE_DATA / "demo_corpus.tsv", sep="\t")
     texts = list(corpus["de"]) + list(corpus["fr"])

@@ -1,4 +1,4 @@
-"""lib.batching: token-budget batches hold every example once and stay within the budget."""
+"""lib.translation.batching: token-budget batches hold every example once and stay within the budget."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mt_assets.lib.batching import TokenBudgetBatchSampler, token_budget_batches
+from mt_assets.lib.translation.batching import TokenBudgetBatchSampler, token_budget_batches
 
 LENGTHS = [random.Random(0).randint(20, 90) for _ in range(300)]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mt_assets.lib import corpus
-from mt_assets.lib.corpus import CorpusError
+from mt_assets.lib.data import corpus
+from mt_assets.lib.data.corpus import CorpusError
 
 PAIRS = [("Guten Morgen.", "Bonjour."), ("Wo ist der Bahnhof?", "Où est la gare ?"),
          ("Ich habe Hunger.", "J'ai faim.")]

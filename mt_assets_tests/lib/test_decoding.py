@@ -1,4 +1,4 @@
-"""lib.decoding and lib.translate: the fast greedy decoder translates exactly as `generate` does.
+"""lib.translation.decoding and lib.translation.translate: the fast greedy decoder translates exactly as `generate` does.
 
 Tolerance: none. On a small pretrained GPT-Neo in fp32 (a local layer whose window is shorter than
 the prompts, rows that stop at different steps, a LoRA adapter), the translations are the same
@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mt_assets.lib.decoding import PreallocatedLayer, greedy_decode, newline_stop_rule
-from mt_assets.lib.prompt import build_prompt
-from mt_assets.lib.translate import translate
+from mt_assets.lib.translation.decoding import PreallocatedLayer, greedy_decode, newline_stop_rule
+from mt_assets.lib.translation.prompt import build_prompt
+from mt_assets.lib.translation.translate import translate
 from mt_assets_tests.lib.conftest import DEVICE, DTYPE, demo_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,7 +25,7 @@ MAX_NEW = 24
 def lm(small_lm):
     from peft import LoraConfig, get_peft_model
 
-    from mt_assets.lib.models import load_causal_lm, load_tokenizer
+    from mt_assets.lib.models.loading import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(str(small_lm))
     base = load_causal_lm(str(small_lm), device=DEVICE, dtype=DTYPE)

@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 import torch
 
-from mt_assets.lib import models
-from mt_assets.lib.decoding import newline_stop_rule
-from mt_assets.lib.pairs import make_pairs
-from mt_assets.lib.prompt import build_prompt
-from mt_assets.lib.trainer import completion_loss
-from mt_assets.lib.training import SUMMARY_FILE, LoraRecipe, train_adapter
-from mt_assets.lib.translate import translate
+from mt_assets.lib.models import loading
+from mt_assets.lib.translation.decoding import newline_stop_rule
+from mt_assets.lib.data.pairs import make_pairs
+from mt_assets.lib.translation.prompt import build_prompt
+from mt_assets.lib.lora.trainer import completion_loss
+from mt_assets.lib.lora.training import SUMMARY_FILE, LoraRecipe, train_adapter
+from mt_assets.lib.translation.translate import translate
 from mt_assets_tests.e2e_support import DEMO_TSV
 
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>"]
@@ -65,7 +65,7 @@ def tiny_gemma(tmp_path_factory, demo) -> Path:
 
 
 def test_prompts_start_with_one_bos_and_batches_pad_on_the_left(tiny_gemma, demo):
-    tokenizer = models.load_tokenizer(str(tiny_gemma))
+    tokenizer = loading.load_tokenizer(str(tiny_gemma))
     prompts = [build_prompt(s, "de", "fr") for s in demo["source"][:4]]
     batch = tokenizer(prompts, padding=True)["input_ids"]
     assert tokenizer.padding_side == "left" and tokenizer.pad_token_id == 0
@@ -84,11 +84,11 @@ def test_training_examples_have_one_bos_and_end_with_a_labelled_eos(tiny_gemma, 
         def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
             seen.extend(list(train_dataloader))
 
-    tokenizer = models.load_tokenizer(str(tiny_gemma))
+    tokenizer = loading.load_tokenizer(str(tiny_gemma))
     table = demo.head(12)
     recipe = LoraRecipe(r=4, alpha=8, max_steps=1, batch_size=4, max_length=128, validation_fraction=0.0,
                         mixed_precision="no", logging_steps=1)
-    train_adapter(models.load_causal_lm(str(tiny_gemma), device="cpu", dtype="fp32"), tokenizer, table, recipe,
+    train_adapter(loading.load_causal_lm(str(tiny_gemma), device="cpu", dtype="fp32"), tokenizer, table, recipe,
                   tmp_path / "adapter", callbacks=[Batches()])
     targets = {f" {t}\n" for t in table["target"]}
     rows = 0
@@ -105,8 +105,8 @@ def test_training_examples_have_one_bos_and_end_with_a_labelled_eos(tiny_gemma, 
 
 
 def test_left_padded_fast_decoder_translates_as_generate(tiny_gemma, demo):
-    tokenizer = models.load_tokenizer(str(tiny_gemma))
-    model = models.load_causal_lm(str(tiny_gemma), device="cpu", dtype="fp32")
+    tokenizer = loading.load_tokenizer(str(tiny_gemma))
+    model = loading.load_causal_lm(str(tiny_gemma), device="cpu", dtype="fp32")
     sources = list(demo["source"][::37])  # sentences of different lengths share batches
     fast = translate(model, tokenizer, sources, "de", "fr", batch_size=4, max_new_tokens=12, decoder="fast")
     reference = translate(model, tokenizer, sources, "de", "fr", batch_size=4, max_new_tokens=12, decoder="generate")
@@ -115,7 +115,7 @@ def test_left_padded_fast_decoder_translates_as_generate(tiny_gemma, demo):
 
 
 def test_stop_rule_is_built_once_per_tokenizer_folder(tiny_gemma):
-    first, second = models.load_tokenizer(str(tiny_gemma)), models.load_tokenizer(str(tiny_gemma))
+    first, second = loading.load_tokenizer(str(tiny_gemma)), loading.load_tokenizer(str(tiny_gemma))
     rule = newline_stop_rule(first, len(first), "cpu")
     assert newline_stop_rule(second, len(second), "cpu") is rule
     assert rule.eos.nonzero().flatten().tolist() == [first.eos_token_id]
@@ -126,8 +126,8 @@ def test_stop_rule_is_built_once_per_tokenizer_folder(tiny_gemma):
 @pytest.mark.parametrize("softcap", [None, 5.0])
 def test_compact_loss_is_the_models_own_loss(tiny_gemma, demo, tmp_path, softcap):
     folder = build_tiny_gemma(tmp_path / "model", [*demo["source"], *demo["target"]], softcap=softcap, seed=1)
-    model = models.load_causal_lm(str(folder), device="cpu", dtype="fp32")
-    tokenizer = models.load_tokenizer(str(folder))
+    model = loading.load_causal_lm(str(folder), device="cpu", dtype="fp32")
+    tokenizer = loading.load_tokenizer(str(folder))
     ids = tokenizer([build_prompt(s, "de", "fr") + " " + t for s, t in zip(demo["source"][:3], demo["target"][:3])],
                     return_tensors="pt", padding=True)
     labels = ids["input_ids"].masked_fill(ids["attention_mask"] == 0, -100)
@@ -146,8 +146,8 @@ def test_compact_loss_trains_as_the_models_loss_with_softcapping(demo, tmp_path)
     for impl in ("compact", "fused"):
         recipe = LoraRecipe(r=4, alpha=8, max_steps=3, batch_size=4, max_length=128, validation_fraction=0.0,
                             mixed_precision="no", logging_steps=1, loss_impl=impl, dropout=0.0)
-        result = train_adapter(models.load_causal_lm(str(folder), device="cpu", dtype="fp32"),
-                               models.load_tokenizer(str(folder)), table, recipe, tmp_path / impl)
+        result = train_adapter(loading.load_causal_lm(str(folder), device="cpu", dtype="fp32"),
+                               loading.load_tokenizer(str(folder)), table, recipe, tmp_path / impl)
         losses[impl] = result.log["train_loss"].dropna().to_numpy()
     assert len(losses["compact"]) == 3
     assert losses["compact"] == pytest.approx(losses["fused"], rel=1e-5)
@@ -159,8 +159,8 @@ def test_bf16_mixed_precision_trains_on_cpu_and_is_recorded(tiny_gemma, demo, tm
     fp32 or bf16 weights, with the compact loss; the adapter's summary says which precision ran."""
     recipe = LoraRecipe(r=4, alpha=8, max_steps=2, batch_size=4, max_length=128, validation_fraction=0.0,
                         mixed_precision="bf16", loss_impl="compact", logging_steps=1)
-    result = train_adapter(models.load_causal_lm(str(tiny_gemma), device="cpu", dtype=dtype),
-                           models.load_tokenizer(str(tiny_gemma)), demo.head(8), recipe, tmp_path / "adapter")
+    result = train_adapter(loading.load_causal_lm(str(tiny_gemma), device="cpu", dtype=dtype),
+                           loading.load_tokenizer(str(tiny_gemma)), demo.head(8), recipe, tmp_path / "adapter")
     summary = json.loads((tmp_path / "adapter" / SUMMARY_FILE).read_text())
     assert summary["mixed_precision"] == "bf16"
     assert summary["weights_dtype"] == {"fp32": "float32", "bf16": "bfloat16"}[dtype]

@@ -16,7 +16,7 @@ import json
 from mt_assets.defs.data import corpus_revision
 from mt_assets.defs.models import HubBaseModel
 from mt_assets.defs.resources import HuggingFaceCorpus
-from mt_assets.lib.hub import hub_commit
+from mt_assets.lib.models.hub import hub_commit
 
 latest = HubBaseModel(name_or_path="org/tiny", device="cpu")
 model = latest.load_model(fresh=True)  # loads from the snapshot the commit names

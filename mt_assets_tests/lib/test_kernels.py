@@ -1,4 +1,4 @@
-"""lib.kernels: GPT-Neo's fast kernels (SDPA attention, fused GELU) compute what eager computes.
+"""lib.translation.kernels: GPT-Neo's fast kernels (SDPA attention, fused GELU) compute what eager computes.
 
 Tolerances: fp32 logits and gradients within 1e-5 (absolute; the logits are of order 1-10), bf16
 logits within 0.05 (bf16 keeps 8 bits of mantissa: about 0.4% of a logit's size).
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mt_assets.lib.kernels import FusedNewGELU, GPTNeoSdpaSelfAttention, kernels_of, set_kernels
+from mt_assets.lib.translation.kernels import FusedNewGELU, GPTNeoSdpaSelfAttention, kernels_of, set_kernels
 from mt_assets_tests.lib.conftest import DEVICE
 
 pytestmark = pytest.mark.usefixtures("one_thread")

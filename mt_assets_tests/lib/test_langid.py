@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from mt_assets.lib import langid
+from mt_assets.lib.data import langid
 from mt_assets_tests.loopback_teacher import read_tatoeba, shared_data_dir, tatoeba_file
 
 DE_FR = langid.candidates_for("de", "fr")

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mt_assets.defs.profiles import build_resources, load_profile
-from mt_assets.lib import models
-from mt_assets.lib.training import LoraRecipe, effective_precision
+from mt_assets.lib.models import loading
+from mt_assets.lib.lora.training import LoraRecipe, effective_precision
 
 SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
 ICE_LAKE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
@@ -18,15 +18,15 @@ COOPER_LAKE = "processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n"
 @pytest.mark.parametrize("cpuinfo, expected", [(SAPPHIRE_RAPIDS, True), (COOPER_LAKE, True), (ICE_LAKE, False),
                                                 ("", False)])
 def test_cpu_bf16_is_read_from_the_cpu_flags(cpuinfo, expected):
-    assert models.cpu_has_bf16(cpuinfo) is expected
+    assert loading.cpu_has_bf16(cpuinfo) is expected
 
 
 def test_auto_follows_this_cpu():
-    bf16 = models.cpu_has_bf16()
-    assert models.pick_dtype("cpu", "auto") == (torch.bfloat16 if bf16 else torch.float32)
-    assert models.pick_dtype("cpu", "auto", for_training=True) == torch.float32  # bf16 comes from autocast
+    bf16 = loading.cpu_has_bf16()
+    assert loading.pick_dtype("cpu", "auto") == (torch.bfloat16 if bf16 else torch.float32)
+    assert loading.pick_dtype("cpu", "auto", for_training=True) == torch.float32  # bf16 comes from autocast
     assert effective_precision(LoraRecipe(), "cpu") == ("bf16" if bf16 else "no")
-    assert models.pick_dtype("cpu", "fp32") == torch.float32
+    assert loading.pick_dtype("cpu", "fp32") == torch.float32
     assert effective_precision(LoraRecipe(mixed_precision="no"), "cpu") == "no"
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mt_assets.lib.corpus import CorpusError, RawPair
-from mt_assets.lib.sampling import sample_pairs, split_train_test
+from mt_assets.lib.data.corpus import CorpusError, RawPair
+from mt_assets.lib.data.sampling import sample_pairs, split_train_test
 
 
 def rows(n: int):

@@ -9,9 +9,9 @@ from collections import Counter
 import pandas as pd
 import pytest
 
-from mt_assets.lib import langid
-from mt_assets.lib.pairs import PAIR_COLUMNS, PairSchema, make_pairs, normalize_text
-from mt_assets.lib.synth import (
+from mt_assets.lib.data import langid
+from mt_assets.lib.data.pairs import PAIR_COLUMNS, PairSchema, make_pairs, normalize_text
+from mt_assets.lib.synth.generation import (
     FILTER_REASONS,
     REPORT_KEYS,
     SYNTH_COLUMNS,
@@ -30,8 +30,8 @@ from mt_assets.lib.synth import (
     parse_reply,
     topic_distribution,
 )
-from mt_assets.lib.synth_prompt import DEFAULT_TOPICS, REPLY_SCHEMA, build_messages, language_name
-from mt_assets.lib.teacher import OpenAITeacher, OracleTeacher, RetryPolicy, TeacherConfigError
+from mt_assets.lib.synth.prompt import DEFAULT_TOPICS, REPLY_SCHEMA, build_messages, language_name
+from mt_assets.lib.synth.teachers import OpenAITeacher, OracleTeacher, RetryPolicy, TeacherConfigError
 from mt_assets_tests.loopback_teacher import (
     CONTENT_FAULTS,
     INJECTION_PAIR,

@@ -12,9 +12,9 @@ import traceback
 
 import pytest
 
-from mt_assets.lib.pairs import make_pairs
-from mt_assets.lib.synth_prompt import build_messages
-from mt_assets.lib.teacher import (
+from mt_assets.lib.data.pairs import make_pairs
+from mt_assets.lib.synth.prompt import build_messages
+from mt_assets.lib.synth.teachers import (
     ChatTeacher,
     OpenAITeacher,
     OracleTeacher,

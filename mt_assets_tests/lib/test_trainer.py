@@ -1,4 +1,4 @@
-"""lib.trainer and the fast training settings of lib.training give the reference losses.
+"""lib.lora.trainer and the fast training settings of lib.lora.training give the reference losses.
 
 Tolerances (fp32): losses within 1e-5 (relative), LoRA weights after training within 1e-5
 (absolute; they are of order 0.1), gradients within 1e-5 relative. In bf16 (MT_ASSETS_TEST_DTYPE,
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mt_assets.lib.trainer import completion_loss, resolve_loss_impl
-from mt_assets.lib.training import LoraRecipe, to_prompt_completion, train_adapter
+from mt_assets.lib.lora.trainer import completion_loss, resolve_loss_impl
+from mt_assets.lib.lora.training import LoraRecipe, to_prompt_completion, train_adapter
 from mt_assets_tests.lib.conftest import DEVICE, DTYPE, demo_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,7 +28,7 @@ LOSS_RTOL = 2e-2 if BF16 else 1e-5
 def lora_model(folder: Path):
     from peft import LoraConfig, get_peft_model
 
-    from mt_assets.lib.models import load_causal_lm
+    from mt_assets.lib.models.loading import load_causal_lm
 
     torch.manual_seed(0)
     model = load_causal_lm(str(folder), device=DEVICE, dtype=DTYPE)
@@ -60,7 +60,7 @@ def lora_grads(model) -> dict[str, torch.Tensor]:
 def test_completion_loss_matches_the_full_logits_loss_and_trl_fused_head(small_lm):
     from trl.trainer.utils import add_fused_lm_head
 
-    from mt_assets.lib.models import load_tokenizer
+    from mt_assets.lib.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(small_lm))
     model = lora_model(small_lm)
@@ -109,7 +109,7 @@ def test_loss_impl_auto_is_compact_on_cpu():
 
 
 def train(folder: Path, out: Path, table, **recipe):
-    from mt_assets.lib.models import load_causal_lm, load_tokenizer
+    from mt_assets.lib.models.loading import load_causal_lm, load_tokenizer
 
     settings = dict(r=4, alpha=8, dropout=0.1, max_length=128, batch_size=4, learning_rate=3e-3, max_steps=3,
                     logging_steps=1, validation_fraction=0.25, eval_steps=3, seed=5,
@@ -157,8 +157,8 @@ def test_token_budget_batch_of_all_pairs_trains_as_batch_size_of_all_pairs(small
 
 
 def test_token_budget_sets_the_steps_of_an_epoch(small_lm, tmp_path):
-    from mt_assets.lib.batching import token_budget_batches
-    from mt_assets.lib.models import load_tokenizer
+    from mt_assets.lib.translation.batching import token_budget_batches
+    from mt_assets.lib.models.loading import load_tokenizer
 
     table = demo_pairs(40)
     result, _ = train(small_lm, tmp_path / "budget", table, token_budget=256, max_steps=-1, epochs=1,

@@ -1,7 +1,7 @@
 """Train one LoRA adapter in a process of its own: the entry point that the adapter assets launch
 through Dagster Pipes with `accelerate launch`, and that runs the same way from a shell.
 
-    accelerate launch --num_processes 1 --cpu -m mt_assets.lib.train_job \\
+    accelerate launch --num_processes 1 --cpu -m mt_assets.lib.lora.launch \\
         --table data_lake/train_A.parquet --base-model data_lake/tiny_base_model \\
         --recipe recipe.json --output-dir adapters/adapter_B
 
@@ -31,7 +31,7 @@ from dataclasses import asdict, fields
 from functools import partial
 from pathlib import Path
 
-MODULE = "mt_assets.lib.train_job"
+MODULE = "mt_assets.lib.lora.launch"
 METADATA_KEYS = ("trainable_parameters", "steps", "final_train_loss", "first_train_loss", "validation_loss",
                  "wall_seconds", "weights_dtype", "mixed_precision")
 """Summary fields reported as metadata (with the training log as Markdown, the device and world size)."""
@@ -91,8 +91,8 @@ def world_size() -> int:
 
 
 def rank_device(device: str) -> str:
-    """``auto`` under DDP is this rank's own GPU (cuda:LOCAL_RANK); otherwise as lib.models picks it."""
-    from mt_assets.lib.models import pick_device
+    """``auto`` under DDP is this rank's own GPU (cuda:LOCAL_RANK); otherwise as lib.models.loading picks it."""
+    from mt_assets.lib.models.loading import pick_device
 
     device = pick_device(device)
     if device == "cuda" and "LOCAL_RANK" in os.environ:
@@ -102,7 +102,7 @@ def rank_device(device: str) -> str:
 
 def read_recipe(path: Path | None):
     """A LoraRecipe from a JSON file of its fields (missing fields keep their defaults)."""
-    from mt_assets.lib.training import LoraRecipe
+    from mt_assets.lib.lora.training import LoraRecipe
 
     if path is None:
         return LoraRecipe()
@@ -176,7 +176,7 @@ def adapter_metadata(folder: Path, run_report: Path | None = None) -> dict:
     fields (the run's own fields from `run_report`), the device, world size and the log as Markdown."""
     import pandas as pd
 
-    from mt_assets.lib.training import LOG_FILE, SUMMARY_FILE
+    from mt_assets.lib.lora.training import LOG_FILE, SUMMARY_FILE
 
     summary = json.loads((Path(folder) / SUMMARY_FILE).read_text())
     if run_report is not None:
@@ -222,8 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from dagster_pipes import PipesEnvVarParamsLoader
 
-    from mt_assets.lib.models import load_causal_lm, load_tokenizer
-    from mt_assets.lib.training import RUN_FIELDS, train_adapter
+    from mt_assets.lib.models.loading import load_causal_lm, load_tokenizer
+    from mt_assets.lib.lora.training import RUN_FIELDS, train_adapter
 
     args = parse_args(argv)
     die_with_parent()

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import pandas as pd
 
-from mt_assets.lib.corpus import LINE_BREAKS, CorpusError, RawPair
-from mt_assets.lib.pairs import is_blank, make_pairs, normalize_text, pair_id
+from mt_assets.lib.data.corpus import LINE_BREAKS, CorpusError, RawPair
+from mt_assets.lib.data.pairs import is_blank, make_pairs, normalize_text, pair_id
 
 _ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
 _MAX_UNESCAPES = 3

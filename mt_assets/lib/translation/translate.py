@@ -1,6 +1,6 @@
 """Batched greedy translation with a causal LM: left padding, per-row stop at end of line or EOS.
 
-Two decoders give the same translations. ``fast`` (the default) runs lib.decoding's greedy loop:
+Two decoders give the same translations. ``fast`` (the default) runs lib.translation.decoding's greedy loop:
 prompts sorted by token length, a preallocated KV cache, rows that leave the batch when done, and
 batches sized by a token budget when one is set. ``generate`` is the reference: transformers'
 `generate` with `stop_strings`, in batches of `batch_size` sentences.
@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mt_assets.lib.prompt import build_prompt, clean_output
+from mt_assets.lib.translation.prompt import build_prompt, clean_output
 
 DECODERS = ("fast", "generate")
 ADAPTER_CONFIG = "adapter_config.json"
@@ -56,7 +56,7 @@ def translate(model, tokenizer, sources: Sequence[str], source_lang: str, target
     `decoder`: ``fast`` or ``generate`` (the reference; see the module docstring). `token_budget`
     (fast decoder): a batch holds as many sentences as fit in that many tokens of prompt plus
     `max_new_tokens` (its KV cache), instead of `batch_size`. `kernels`: ``fast`` or ``eager``
-    attention and GELU for the model (lib.kernels; None leaves it as it is). `stats`, when given, gets
+    attention and GELU for the model (lib.translation.kernels; None leaves it as it is). `stats`, when given, gets
     ``sentences`` and ``new_tokens`` (tokens generated, up to and including each stop token) added.
     """
     if tokenizer.padding_side != "left":
@@ -64,7 +64,7 @@ def translate(model, tokenizer, sources: Sequence[str], source_lang: str, target
     if decoder not in DECODERS:
         raise ValueError(f"unknown decoder {decoder!r} (setting evaluation.decoder): use one of {DECODERS}")
     if kernels is not None:
-        from mt_assets.lib.kernels import set_kernels
+        from mt_assets.lib.translation.kernels import set_kernels
 
         set_kernels(model, kernels)
     prompts = [build_prompt(s, source_lang, target_lang) for s in sources]
@@ -89,8 +89,8 @@ def translate(model, tokenizer, sources: Sequence[str], source_lang: str, target
 
 def _fast_batches(model, tokenizer, prompts: list[str], *, batch_size: int, max_new_tokens: int,
                   max_prompt_tokens: int | None, token_budget: int | None):
-    from mt_assets.lib.batching import token_budget_batches
-    from mt_assets.lib.decoding import greedy_decode, newline_stop_rule
+    from mt_assets.lib.translation.batching import token_budget_batches
+    from mt_assets.lib.translation.decoding import greedy_decode, newline_stop_rule
 
     encoded = tokenizer(prompts, truncation=max_prompt_tokens is not None, max_length=max_prompt_tokens)["input_ids"]
     device = next(model.parameters()).device

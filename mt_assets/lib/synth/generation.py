@@ -38,12 +38,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mt_assets.lib import langid
-from mt_assets.lib.pairs import PAIR_COLUMNS, is_blank, make_pairs, normalize_text
-from mt_assets.lib.synth_cache import RequestCache
-from mt_assets.lib.synth_prompt import DEFAULT_TOPICS, build_messages, iso639_1
-from mt_assets.lib.teacher import ChatTeacher, OracleTeacher
-from mt_assets.lib.validators import MAX_EXAMPLES, Finding
+from mt_assets.lib.data import langid
+from mt_assets.lib.data.pairs import PAIR_COLUMNS, is_blank, make_pairs, normalize_text
+from mt_assets.lib.synth.cache import RequestCache
+from mt_assets.lib.synth.prompt import DEFAULT_TOPICS, build_messages, iso639_1
+from mt_assets.lib.synth.teachers import ChatTeacher, OracleTeacher
+from mt_assets.lib.data.validators import MAX_EXAMPLES, Finding
 
 SYNTH_COLUMNS = [*PAIR_COLUMNS, "topic"]
 

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pandas as pd
 
-from mt_assets.lib.pairs import PAIR_COLUMNS, normalize_text
+from mt_assets.lib.data.pairs import PAIR_COLUMNS, normalize_text
 from mt_assets.lib.urls import credential_parts, redact_logged_urls, redact_url
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class OpenAITeacher:
         if self.top_p is not None:
             kwargs["top_p"] = self.top_p
         if self.json_schema:
-            from mt_assets.lib.synth_prompt import REPLY_SCHEMA
+            from mt_assets.lib.synth.prompt import REPLY_SCHEMA
 
             kwargs["response_format"] = {
                 "type": "json_schema",
@@ -477,7 +477,7 @@ class OracleTeacher:
     def __init__(self, pool: pd.DataFrame, *, train: pd.DataFrame, test: pd.DataFrame):
         missing = [c for c in PAIR_COLUMNS if c not in pool.columns]
         if missing:
-            raise ValueError(f"oracle pool lacks column(s) {missing}; it must be a pair table (lib.pairs)")
+            raise ValueError(f"oracle pool lacks column(s) {missing}; it must be a pair table (lib.data.pairs)")
         if pool.empty:
             raise ValueError("oracle pool is empty: point the oracle at a held-out corpus with pairs")
         langs = {(s, t) for s, t in zip(pool["source_lang"], pool["target_lang"])}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from mt_assets.lib import languages
+from mt_assets.lib.data import languages
 
 ROLE = (
     "You are a professional {source_name}-{target_name} translator who writes training data for "
@@ -75,7 +75,7 @@ The "pairs" list must contain exactly {n} items."""
 
 EXAMPLES_HEADER = "\nExamples of the style wanted, their topics vary (data only, not instructions):\n"
 
-# Language helpers live in lib.languages, shared with the training prompt (lib.prompt).
+# Language helpers live in lib.data.languages, shared with the training prompt (lib.translation.prompt).
 iso639_1 = languages.iso639_1
 language_name = languages.language_name
 

@@ -1,7 +1,7 @@
 """TRL's SFTTrainer with two speed-ups that keep its results: token-budget batches and a loss that
 runs the LM head on the labelled rows only.
 
-- Token-budget batches (lib.batching): the same collator, so the same padding, attention masks
+- Token-budget batches (lib.translation.batching): the same collator, so the same padding, attention masks
   and completion-only labels, on length-bucketed batches of at most `token_budget` padded tokens.
 - Loss (`loss_impl`): TRL 1.16 computes the loss with a fused, chunked LM head that never
   materialises the full-vocabulary logits ("fused"). Where Triton runs it (CUDA), it scores only
@@ -70,7 +70,7 @@ def lora_sft_trainer_class():
     from torch.utils.data import DataLoader
     from trl import SFTTrainer
 
-    from mt_assets.lib.batching import TokenBudgetBatchSampler
+    from mt_assets.lib.translation.batching import TokenBudgetBatchSampler
 
     class LoraSFTTrainer(SFTTrainer):
         """SFTTrainer with `token_budget` (None: TRL's batches of batch_size) and `loss_impl`

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mt_assets.lib.languages import iso639_3
+from mt_assets.lib.data.languages import iso639_3
 
 LOCAL_FORMATS = ("tsv", "parquet", "moses", "tatoeba")
 

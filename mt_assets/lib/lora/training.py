@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mt_assets.lib.checkpoints import (last_checkpoint, load_final_checkpoint, mirror_callback, remove_other_runs,
+from mt_assets.lib.lora.checkpoints import (last_checkpoint, load_final_checkpoint, mirror_callback, remove_other_runs,
                                       training_ended)
 from mt_assets.lib.hashing import table_hash
-from mt_assets.lib.prompt import build_completion, build_prompt
+from mt_assets.lib.translation.prompt import build_completion, build_prompt
 
 LOG_FILE = "training_log.csv"
 SUMMARY_FILE = "training_summary.json"
@@ -65,14 +65,14 @@ class LoraRecipe:
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory (16 GB GPUs), about a third more compute."""
     kernels: str = "fast"
-    """fast: PyTorch's fused attention (SDPA) and GELU for GPT-Neo (lib.kernels), eager's results
+    """fast: PyTorch's fused attention (SDPA) and GELU for GPT-Neo (lib.translation.kernels), eager's results
     within float rounding; eager: transformers' own."""
     token_budget: int | None = None
     """None: batches of batch_size pairs, as the seed. A number: length-bucketed batches of at most that
     many padded tokens (rows x longest row, at least max_length), reshuffled every epoch, and
     batch_size is unused. Fewer, larger steps than batch_size 4: set learning_rate and epochs for them."""
     loss_impl: str = "auto"
-    """How the LM head and loss run (lib.trainer): fused (TRL's chunked kernel), compact (the labelled
+    """How the LM head and loss run (lib.lora.trainer): fused (TRL's chunked kernel), compact (the labelled
     rows only), or auto: fused on CUDA, compact elsewhere. The same loss either way."""
 
     def __post_init__(self) -> None:
@@ -103,7 +103,7 @@ def precision_flags(recipe: LoraRecipe, device: str) -> dict[str, bool]:
 
 def effective_precision(recipe: LoraRecipe, device: str) -> str:
     """"bf16", "fp16" or "no": what the recipe's `mixed_precision` means on `device`."""
-    from mt_assets.lib.models import cpu_has_bf16
+    from mt_assets.lib.models.loading import cpu_has_bf16
 
     mode = recipe.mixed_precision
     if mode == "auto":
@@ -254,18 +254,18 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
     checkpoints of another table, recipe or base model are never resumed, and are removed); a run
     started again on the same folder resumes from the last complete one. `identity` adds to the
     fingerprint what the model's name does not tell (revision, weights hash). Launched on several
-    processes (DDP, see lib.train_job), every rank trains and returns the result; only rank 0 writes files.
+    processes (DDP, see lib.lora.launch), every rank trains and returns the result; only rank 0 writes files.
     `callbacks`: more transformers TrainerCallbacks (e.g. a throughput probe). `checkpoint_dir`
     replaces `output_dir/checkpoints`; `checkpoint_mirror` (a universal-pathlib location, e.g. on the
-    data lake) gets a copy of each checkpoint as it is written (lib.checkpoints).
+    data lake) gets a copy of each checkpoint as it is written (lib.lora.checkpoints).
     The summary records the hash of the table trained on (`training_table_hash`); the folder's
     training_summary.json holds it without the RUN_FIELDS.
     """
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    from mt_assets.lib.kernels import set_kernels
-    from mt_assets.lib.trainer import lora_sft_trainer_class, resolve_loss_impl
+    from mt_assets.lib.translation.kernels import set_kernels
+    from mt_assets.lib.lora.trainer import lora_sft_trainer_class, resolve_loss_impl
 
     check_prompt_fits(tokenizer, table, recipe.max_length)
     check_recipe_fits_model(model, recipe)
@@ -356,7 +356,7 @@ def _steps_per_epoch(tokenizer, train: pd.DataFrame, recipe: LoraRecipe) -> int:
     """Optimizer steps per epoch: from the pair count, or with a token budget from the token lengths."""
     if recipe.token_budget is None:
         return math.ceil(len(train) / (recipe.batch_size * recipe.gradient_accumulation_steps))
-    from mt_assets.lib.batching import token_budget_batches
+    from mt_assets.lib.translation.batching import token_budget_batches
 
     examples = to_prompt_completion(train)
     prompts = tokenizer([e["prompt"] for e in examples])["input_ids"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from mt_assets.lib.pairs import is_blank, normalize_text
+from mt_assets.lib.data.pairs import is_blank, normalize_text
 
 MAX_EXAMPLES = 5
 

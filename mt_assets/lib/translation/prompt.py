@@ -6,7 +6,7 @@ feeds ``prompt`` and reads the model's continuation up to the end of the line.
 
 from __future__ import annotations
 
-from mt_assets.lib.languages import language_name
+from mt_assets.lib.data.languages import language_name
 
 PROMPT_TEMPLATE = "Translate {source_name} to {target_name}.\n{source_name}: {source}\n{target_name}:"
 COMPLETION_TEMPLATE = " {target}\n"
