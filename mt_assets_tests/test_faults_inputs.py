@@ -16,7 +16,7 @@ from mt_assets.defs.data import opus_sample
 from mt_assets.defs.io_manager import DataLakeIOManager
 from mt_assets.defs.resources import Experiment, LocalCorpus
 from mt_assets.lib.data.corpus import CorpusError
-from mt_assets.lib.data.pairs import normalize_text
+from mt_assets.lib.data.text import normalize_text
 
 
 def sample_of(corpus: LocalCorpus, lake: Path, instance, size: int) -> tuple[pd.DataFrame, dict]:

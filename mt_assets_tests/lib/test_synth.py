@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from mt_assets.lib.data import langid
-from mt_assets.lib.data.pairs import PAIR_COLUMNS, PairSchema, make_pairs, normalize_text
+from mt_assets.lib.data.pairs import PAIR_COLUMNS, PairSchema, make_pairs
+from mt_assets.lib.data.text import near_key, normalize_text
 from mt_assets.lib.synth.generation import (
     FILTER_REASONS,
     REPORT_KEYS,

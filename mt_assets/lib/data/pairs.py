@@ -8,29 +8,12 @@ the columns and a wrong table fails naming the column.
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
-
 import pandas as pd
 import pandera.pandas as pa
 
+from mt_assets.lib.data.text import is_blank, normalize_text
+
 PAIR_COLUMNS = ["pair_id", "source", "target", "source_lang", "target_lang", "origin"]
-
-
-def normalize_text(text: str) -> str:
-    """NFC-normalise and collapse runs of whitespace; the form pairs are compared and hashed in."""
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
-_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-                        "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]")
-"""Unicode's default-ignorable characters (zero-width spaces, joiners, marks): a text of only these
-and whitespace shows nothing, so it counts as blank."""
-
-
-def is_blank(text: str) -> bool:
-    """Empty, or only whitespace and invisible (default-ignorable) characters."""
-    return not text or not _INVISIBLE.sub("", text).strip()
 
 
 def pair_id(source: str, target: str) -> str:

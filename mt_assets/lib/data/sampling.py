@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from mt_assets.lib.data.corpus import LINE_BREAKS, CorpusError, RawPair
-from mt_assets.lib.data.pairs import is_blank, make_pairs, normalize_text, pair_id
+from mt_assets.lib.data.pairs import make_pairs, pair_id
+from mt_assets.lib.data.text import is_blank, normalize_text, sentence_key
 
 _ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);")
 _MAX_UNESCAPES = 3
@@ -74,7 +75,7 @@ def clean_rows(rows: Iterable[RawPair], counts: Counter, exclude_ids: frozenset[
         if exclude_ids and pair_id(source, target) in exclude_ids:
             counts["dropped: excluded pair"] += 1
             continue
-        key = int.from_bytes(hashlib.blake2b(source.casefold().encode(), digest_size=8).digest())
+        key = int.from_bytes(hashlib.blake2b(sentence_key(source).encode(), digest_size=8).digest())
         if key in seen_sources:
             counts["dropped: repeated source sentence"] += 1
             continue

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from mt_assets.lib.data.pairs import is_blank, normalize_text
+from mt_assets.lib.data.text import is_blank, normalize_text, sentence_key
 
 MAX_EXAMPLES = 5
 
@@ -44,15 +44,15 @@ def duplicate_pairs(frame: pd.DataFrame) -> Finding:
 
 def source_equals_target(frame: pd.DataFrame) -> Finding:
     """Rows whose normalised source equals their normalised target (untranslated copies)."""
-    mask = frame["source"].map(normalize_text).str.casefold() == frame["target"].map(normalize_text).str.casefold()
+    mask = frame["source"].map(sentence_key) == frame["target"].map(sentence_key)
     return _finding(frame, mask)
 
 
 def overlap(train: pd.DataFrame, test: pd.DataFrame) -> Finding:
     """Test rows whose pair, or whose source sentence, also occurs in the training table."""
     train_ids = set(train["pair_id"])
-    train_sources = set(train["source"].map(normalize_text).str.casefold())
-    mask = test["pair_id"].isin(train_ids) | test["source"].map(normalize_text).str.casefold().isin(train_sources)
+    train_sources = set(train["source"].map(sentence_key))
+    mask = test["pair_id"].isin(train_ids) | test["source"].map(sentence_key).isin(train_sources)
     return _finding(test, mask)
 
 

@@ -28,7 +28,6 @@ import math
 import os
 import re
 import threading
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -39,7 +38,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mt_assets.lib.data import langid
-from mt_assets.lib.data.pairs import PAIR_COLUMNS, is_blank, make_pairs, normalize_text
+from mt_assets.lib.data.pairs import PAIR_COLUMNS, make_pairs
+from mt_assets.lib.data.text import is_blank, near_key, normalize_text
 from mt_assets.lib.synth.cache import RequestCache
 from mt_assets.lib.synth.prompt import DEFAULT_TOPICS, build_messages, iso639_1
 from mt_assets.lib.synth.teachers import ChatTeacher, OracleTeacher
@@ -112,14 +112,6 @@ def parse_reply(text: str) -> tuple[list[dict], int]:
 
 
 # --- text keys and checks --------------------------------------------------------------------
-
-def near_key(text: str) -> str:
-    """The near-duplicate key: NFKC, case-folded, punctuation, symbols and digits removed,
-    whitespace collapsed. "Ich bin müde!" and "ich bin MÜDE ." share one key."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    kept = "".join(" " if unicodedata.category(ch)[0] in "PSNZC" else ch for ch in text)
-    return " ".join(kept.split())
-
 
 def length_ratio(source: str, target: str) -> float:
     """Longer over shorter character length, each plus ``LENGTH_RATIO_SMOOTHING``."""

@@ -34,7 +34,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import pandas as pd
 
-from mt_assets.lib.data.pairs import PAIR_COLUMNS, normalize_text
+from mt_assets.lib.data.pairs import PAIR_COLUMNS
+from mt_assets.lib.data.text import sentence_key
 from mt_assets.lib.urls import credential_parts, redact_logged_urls, redact_url
 
 log = logging.getLogger(__name__)
@@ -488,11 +489,11 @@ class OracleTeacher:
         taken_texts: set[str] = set()
         for frame in (train, test):
             for column in ("source", "target"):
-                taken_texts.update(normalize_text(x).casefold() for x in frame[column])
+                taken_texts.update(map(sentence_key, frame[column]))
         by_id = pool["pair_id"].isin(taken_ids)
         by_text = ~by_id & (
-            pool["source"].map(lambda x: normalize_text(x).casefold() in taken_texts)
-            | pool["target"].map(lambda x: normalize_text(x).casefold() in taken_texts)
+            pool["source"].map(sentence_key).isin(taken_texts)
+            | pool["target"].map(sentence_key).isin(taken_texts)
         )
         self.excluded = {"pool_rows": len(pool), "excluded_pair_in_train_or_test": int(by_id.sum()),
                          "excluded_text_in_train_or_test": int(by_text.sum())}
