@@ -10,7 +10,7 @@ import pytest
 
 from mt_assets.defs.io_manager import DataLakeIOManager
 from mt_assets.defs.profiles import shared_data_dir
-from mt_assets.defs.resources import Experiment
+from mt_assets.defs.data import Experiment
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from mt_assets.defs.evaluation import Evaluation
 from mt_assets.defs.io_manager import DataLakeIOManager
 from mt_assets.defs.models import TinyBaseModel
 from mt_assets.defs.profiles import PACKAGE_DATA
-from mt_assets.defs.resources import Experiment, LocalCorpus
+from mt_assets.defs.data import Experiment, LocalCorpus
 from mt_assets.defs.synthetic import OracleTeacherCorpus, Synthesis
 from mt_assets.defs.training import Training
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 POOL = "gpu"
-"""defs.training.GPU_POOL (the test checks that they agree)."""
+"""defs.common.GPU_POOL (the test checks that they agree)."""
 
 
 class Probe(dg.Config):

@@ -12,7 +12,7 @@ import pytest
 
 from mt_assets.defs import data as data_defs
 from mt_assets.defs.data import data_assets, data_checks
-from mt_assets.defs.resources import HuggingFaceCorpus, LocalCorpus
+from mt_assets.defs.data import HuggingFaceCorpus, LocalCorpus
 from mt_assets_tests.conftest import data_resources
 
 DEMO_TSV = Path(data_defs.__file__).resolve().parent.parent / "data" / "demo_corpus.tsv"

@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 
 from mt_assets.defs.io_manager import DataLakeIOManager, Folder
 from mt_assets.defs.models import HubBaseModel, TinyBaseModel
-from mt_assets.defs.resources import Experiment, LocalCorpus
+from mt_assets.defs.data import Experiment, LocalCorpus
 from mt_assets.defs.synthetic import OracleTeacherCorpus
 from mt_assets.defs.training import read_adapter_log, read_adapter_summary
 from mt_assets.lib.models import loading

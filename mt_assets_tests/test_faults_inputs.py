@@ -14,7 +14,7 @@ import pytest
 
 from mt_assets.defs.data import opus_sample
 from mt_assets.defs.io_manager import DataLakeIOManager
-from mt_assets.defs.resources import Experiment, LocalCorpus
+from mt_assets.defs.data import Experiment, LocalCorpus
 from mt_assets.lib.data.corpus import CorpusError
 from mt_assets.lib.data.text import normalize_text
 

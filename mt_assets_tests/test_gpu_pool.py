@@ -12,7 +12,7 @@ import dagster as dg
 import yaml
 
 from mt_assets.definitions import defs
-from mt_assets.defs.training import GPU_POOL
+from mt_assets.defs.common import GPU_POOL
 from mt_assets_tests import pool_probe
 
 PROJECT_INSTANCE = Path(__file__).resolve().parent.parent / ".dagster_home" / "dagster.yaml"

@@ -6,7 +6,7 @@ import pytest
 
 from mt_assets.defs.models import GgufBaseModel, HubBaseModel, TinyBaseModel
 from mt_assets.defs.profiles import PACKAGE_DATA, ProfileError, build_resources, load_profile
-from mt_assets.defs.resources import HuggingFaceCorpus, LocalCorpus
+from mt_assets.defs.data import HuggingFaceCorpus, LocalCorpus
 from mt_assets.defs.synthetic import OpenAICompatibleTeacher, OracleTeacherCorpus
 
 

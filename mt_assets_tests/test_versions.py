@@ -12,7 +12,7 @@ from dagster_graphql.test.utils import define_out_of_process_workspace, execute_
 
 from mt_assets.definitions import defs
 from mt_assets.defs.data import data_assets
-from mt_assets.defs.resources import Experiment
+from mt_assets.defs.data import Experiment
 from mt_assets.defs.synthetic import Synthesis, synthetic_assets
 from mt_assets.lib.hashing import table_hash
 from mt_assets_tests.e2e_support import graph_resources, tiny_base

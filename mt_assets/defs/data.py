@@ -1,17 +1,96 @@
-"""Data assets: the seeded corpus sample and its seeded train/test split, with their checks."""
+"""Data assets: the seeded corpus sample and its seeded train/test split, with their checks, and
+their resources: the experiment's settings and the swappable corpus sources."""
 
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
-from mt_assets.defs.resources import CorpusSource, Experiment, HuggingFaceCorpus
+from mt_assets.defs.common import AtLeastOne, Fraction, Seed, check_result, table_checks
 from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.data import validators
+from mt_assets.lib.data.corpus import RawPair, read_hf_dataset, read_local
+from mt_assets.lib.data.languages import language
 from mt_assets.lib.models.hub import hub_commit
 from mt_assets.lib.data.sampling import sample_pairs, split_train_test
 
 DATA_KINDS = {"pandas", "parquet"}
+
+
+class Experiment(dg.ConfigurableResource):
+    """The experiment's language pair, sample size, seed and split; shared by every asset."""
+
+    source_lang: str = "de"
+    target_lang: str = "fr"
+    sample_size: AtLeastOne = 1000
+    seed: Seed = 42
+    test_fraction: Fraction = 0.2
+    max_chars: AtLeastOne = 1000
+    """Pairs with a longer source or target are left out of the sample (and counted): one sentence
+    of 100,000 characters would otherwise pass every check and exhaust memory in translation."""
+
+    def check_languages(self) -> tuple[str, str]:
+        """The validated language pair; an unknown code raises naming the setting."""
+        language(self.source_lang, "experiment.source_lang")
+        language(self.target_lang, "experiment.target_lang")
+        if self.source_lang == self.target_lang:
+            raise ValueError(
+                f"experiment.source_lang and experiment.target_lang are both {self.source_lang!r}; "
+                "set two different languages"
+            )
+        return self.source_lang, self.target_lang
+
+
+class CorpusSource(dg.ConfigurableResource, ABC):
+    """Where opus_sample draws its pairs from: one subclass per back end."""
+
+    @abstractmethod
+    def rows(self, source_lang: str, target_lang: str) -> Iterator[RawPair]:
+        """Stream the corpus rows for a language pair."""
+
+    @property
+    @abstractmethod
+    def origin(self) -> str:
+        """A short label for the `origin` column, e.g. ``opus-100:de-fr:test``."""
+
+
+class HuggingFaceCorpus(CorpusSource):
+    """A dataset from the Hugging Face Hub (or a local dataset folder), OPUS-100 by default."""
+
+    dataset: str = "Helsinki-NLP/opus-100"
+    config: str | None = "de-fr"
+    split: str = "test"
+    revision: str | None = None
+    translation_field: str = "translation"
+    streaming: bool = False
+
+    def rows(self, source_lang: str, target_lang: str) -> Iterator[RawPair]:
+        return read_hf_dataset(self.dataset, self.config, self.split, source_lang, target_lang,
+                                      self.revision, self.translation_field, self.streaming)
+
+    @property
+    def origin(self) -> str:
+        return ":".join(part for part in (self.dataset.rstrip("/").split("/")[-1], self.config, self.split) if part)
+
+
+class LocalCorpus(CorpusSource):
+    """A local corpus file: ``tsv``, ``parquet``, ``moses`` (path is the prefix) or ``tatoeba``."""
+
+    path: str
+    format: str = "tsv"
+    source_column: str | None = None
+    target_column: str | None = None
+
+    def rows(self, source_lang: str, target_lang: str) -> Iterator[RawPair]:
+        return read_local(self.format, Path(self.path), source_lang, target_lang,
+                                 self.source_column, self.target_column)
+
+    @property
+    def origin(self) -> str:
+        return f"{Path(self.path).name}:{self.format}"
 
 
 @dg.asset(
@@ -65,37 +144,6 @@ def train_test_split(context: dg.AssetExecutionContext, experiment: Experiment, 
     for name, table in (("train_A", train), ("test_A", test)):
         if name in selected:
             yield versioned(table, output_name=name, metadata={"preview": preview(table)})
-
-
-def check_result(finding: validators.Finding, passed: bool | None = None, severity=dg.AssetCheckSeverity.ERROR,
-            **metadata) -> dg.AssetCheckResult:
-    return dg.AssetCheckResult(
-        passed=finding.ok if passed is None else passed,
-        severity=severity,
-        metadata={"flagged": finding.count, "rows": finding.total,
-                  "examples": dg.MetadataValue.json(finding.examples), **metadata},
-    )
-
-
-def table_checks(asset_key: str) -> list[dg.AssetChecksDefinition]:
-    """Text-quality checks shared by every pair table."""
-
-    @dg.asset_check(asset=asset_key, name="no_blank_text",
-                    description="No pair has an empty or whitespace-only source or target.")
-    def no_blank_text(table: pd.DataFrame) -> dg.AssetCheckResult:
-        return check_result(validators.blank_text(table))
-
-    @dg.asset_check(asset=asset_key, name="no_duplicate_pairs",
-                    description="No pair repeats another pair's source and target.")
-    def no_duplicate_pairs(table: pd.DataFrame) -> dg.AssetCheckResult:
-        return check_result(validators.duplicate_pairs(table))
-
-    @dg.asset_check(asset=asset_key, name="source_differs_from_target",
-                    description="No pair's target is a copy of its source.")
-    def source_differs_from_target(table: pd.DataFrame) -> dg.AssetCheckResult:
-        return check_result(validators.source_equals_target(table))
-
-    return [no_blank_text, no_duplicate_pairs, source_differs_from_target]
 
 
 @dg.asset_check(asset="opus_sample", description="The sample has the configured number of pairs.")

@@ -13,11 +13,11 @@ import dagster as dg
 import pandas as pd
 from upath import UPath
 
+from mt_assets.defs.common import GPU_POOL, GPU_TAGS, AtLeastOne
 from mt_assets.defs.io_manager import Folder, LakeError, local_folder
 from mt_assets.defs.models import BaseModel
-from mt_assets.defs.resources import AtLeastOne
 from mt_assets.defs.tables import BLEU_TABLE_SCHEMA, TRANSLATIONS_SCHEMA
-from mt_assets.defs.training import GPU_POOL, GPU_TAGS, LINEAGE_FILE, read_adapter_log
+from mt_assets.defs.training import LINEAGE_FILE, read_adapter_log
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.data import langid
 from mt_assets.lib.scoring.charts import bleu_bars, loss_curves

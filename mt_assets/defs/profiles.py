@@ -19,10 +19,10 @@ import dagster as dg
 import pydantic
 import yaml
 
+from mt_assets.defs.data import Experiment, HuggingFaceCorpus, LocalCorpus
 from mt_assets.defs.evaluation import Evaluation
 from mt_assets.defs.io_manager import DataLakeIOManager
 from mt_assets.defs.models import GgufBaseModel, HubBaseModel, TinyBaseModel
-from mt_assets.defs.resources import Experiment, HuggingFaceCorpus, LocalCorpus
 from mt_assets.defs.schedules import ScheduleSettings
 from mt_assets.defs.synthetic import OpenAICompatibleTeacher, OracleTeacherCorpus, Synthesis, TransformersTeacherModel
 from mt_assets.defs.training import Training

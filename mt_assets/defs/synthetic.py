@@ -13,8 +13,8 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
-from mt_assets.defs.data import check_result, table_checks
-from mt_assets.defs.resources import Experiment
+from mt_assets.defs.common import check_result, table_checks
+from mt_assets.defs.data import Experiment
 from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.data import corpus

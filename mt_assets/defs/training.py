@@ -15,9 +15,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from mt_assets.defs.common import GPU_POOL, GPU_TAGS, AtLeastOne, Positive, Seed
 from mt_assets.defs.io_manager import DataLakeIOManager, Folder
 from mt_assets.defs.models import BaseModel
-from mt_assets.defs.resources import AtLeastOne, Positive, Seed
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.lora.checkpoints import remove_mirror, restore_checkpoints
 from mt_assets.lib.hashing import table_hash
@@ -25,15 +25,6 @@ from mt_assets.lib.lora.staging import WorkFolder, checkpoint_mirror, staging_ro
 from mt_assets.lib.lora.launch import WATCH_ENV, adapter_metadata, job_arguments, launch_command, write_recipe
 from mt_assets.lib.lora.training import LOG_FILE, SUMMARY_FILE, LoraRecipe, check_prompt_fits, check_recipe_fits_model
 
-GPU_POOL = "gpu"
-"""The concurrency pool of every asset that runs a model: its limit (1 in .dagster_home/dagster.yaml)
-is how many of them run at once; assets outside it run in parallel."""
-GPU_TAGS = {"dagster-k8s/config": {
-    "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
-    "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
-}}
-"""Op tags of the same assets: on Kubernetes (dagster-k8s), each runs in a pod that requests a GPU and
-tolerates GPU nodes' taint. Other executors ignore them; per_step_k8s_config in a profile adds more."""
 LINEAGE_FILE = "lineage.json"
 
 

@@ -15,7 +15,7 @@ CHILD = """
 import json
 from mt_assets.defs.data import corpus_revision
 from mt_assets.defs.models import HubBaseModel
-from mt_assets.defs.resources import HuggingFaceCorpus
+from mt_assets.defs.data import HuggingFaceCorpus
 from mt_assets.lib.models.hub import hub_commit
 
 latest = HubBaseModel(name_or_path="org/tiny", device="cpu")
