@@ -155,9 +155,8 @@ def _print_examples(profile: dict, count: int = 3) -> None:
 
 def translate(args: argparse.Namespace) -> int:
     """Translate a text file, one sentence a line, with the base model and (optionally) an adapter."""
-    from peft import PeftModel
-
-    from mt_assets.defs.evaluation import adapter_folder
+    from mt_assets.defs.io_manager import adapter_folder
+    from mt_assets.lib.translation.systems import attach_adapters, base_model_mismatch
     from mt_assets.lib.translation.translate import translate as run_translation
 
     profile = _profile(args.profile)
@@ -172,12 +171,10 @@ def translate(args: argparse.Namespace) -> int:
     _check_context(Path(args.input), lines, tokenizer, model, source_lang, target_lang, max_new_tokens)
     if args.adapter:
         folder = adapter_folder(_lake(profile), args.adapter)
-        lineage = folder / "lineage.json"
-        trained_on = json.loads(lineage.read_text()).get("base_model") if lineage.is_file() else None
-        if trained_on and trained_on != base_model.reference()["base_model"]:
-            print(f"mt-assets: warning: {args.adapter} was trained on {trained_on}, this profile's base model "
-                  f"is {base_model.reference()['base_model']}", file=sys.stderr)
-        model = PeftModel.from_pretrained(model, str(folder)).eval()
+        model = attach_adapters(model, {"default": (args.adapter, folder)})
+        warning = base_model_mismatch(folder, args.adapter, base_model.reference()["base_model"])
+        if warning:
+            print(f"mt-assets: warning: {warning}", file=sys.stderr)
     sentences = [line for line in lines if line.strip()]
     outputs = iter(run_translation(model, tokenizer, sentences, source_lang, target_lang,
                                    batch_size=args.batch_size or evaluation.batch_size,

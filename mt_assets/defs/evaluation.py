@@ -5,26 +5,23 @@ table the adapter was trained on, and of the adapter folder, plus the base model
 """
 
 import base64
-import json
 import tempfile
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from upath import UPath
 
 from mt_assets.defs.common import GPU_POOL, GPU_TAGS, AtLeastOne
-from mt_assets.defs.io_manager import Folder, LakeError, local_folder
+from mt_assets.defs.io_manager import Folder
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.tables import BLEU_TABLE_SCHEMA, TRANSLATIONS_SCHEMA
-from mt_assets.defs.training import LINEAGE_FILE, read_adapter_log
+from mt_assets.defs.training import read_adapter_log
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.data import langid
 from mt_assets.lib.scoring.charts import bleu_bars, loss_curves
-from mt_assets.lib.hashing import folder_hash, table_hash
 from mt_assets.lib.scoring.metrics import score_systems
 from mt_assets.lib.translation.prompt import check_prompts_fit
-from mt_assets.lib.translation.translate import check_adapter_folder, translate
+from mt_assets.lib.translation.systems import attach_adapters, translate_systems
 
 SYSTEMS = {"A": None, "B": "adapter_B", "C": "adapter_C", "D": "adapter_D"}
 """System name -> the adapter asset it uses (A is the base model, zero-shot)."""
@@ -65,57 +62,19 @@ def _adapter_ins() -> dict[str, dg.AssetIn]:
 )
 def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_model: BaseModel,
                  evaluation: Evaluation, **adapters) -> dg.Output[pd.DataFrame]:
-    from peft import PeftModel
-
-    source_lang, target_lang = test_A["source_lang"].iloc[0], test_A["target_lang"].iloc[0]
     tokenizer = base_model.load_tokenizer()
     model = base_model.load_model(fresh=True)
-    reference = base_model.reference()
-    test_hash = table_hash(test_A)
-    check_prompts_fit(tokenizer, model.config, list(test_A["source"]), source_lang, target_lang,  # before any work
-                      evaluation.max_new_tokens, "test_A", (f"pair {p}" for p in test_A["pair_id"]),
+    check_prompts_fit(tokenizer, model.config, list(test_A["source"]), test_A["source_lang"].iloc[0],  # before any work
+                      test_A["target_lang"].iloc[0], evaluation.max_new_tokens, "test_A",
+                      (f"pair {p}" for p in test_A["pair_id"]),
                       "Lower setting experiment.max_chars (opus_sample leaves longer pairs out) or "
                       "evaluation.max_new_tokens")
-    for system, asset in SYSTEMS.items():
-        if asset:  # the IO manager has checked the folder against its recorded content hash
-            check_adapter_folder(adapters[asset], asset)
-            model = (PeftModel.from_pretrained(model, str(adapters[asset]), adapter_name=system)
-                     if not isinstance(model, PeftModel) else model)
-            if system not in model.peft_config:
-                model.load_adapter(str(adapters[asset]), adapter_name=system)
-    model.eval()
-    frames = []
-    for system, asset in SYSTEMS.items():
-        context.log.info(f"Translating {len(test_A)} sentences with system {system}")
-
-        def progress(done, total, system=system):
-            if done == total or done % (evaluation.batch_size * 10) == 0:
-                context.log.info(f"system {system}: {done}/{total} sentences")
-
-        run = lambda: translate(model, tokenizer, list(test_A["source"]), source_lang, target_lang,  # noqa: E731
-                                batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
-                                decoder=evaluation.decoder, token_budget=evaluation.token_budget,
-                                kernels=evaluation.kernels, progress=progress, desc=f"system {system}")
-        if asset is None:
-            with model.disable_adapter():
-                hypotheses = run()
-            lineage = {"adapter": "", "adapter_hash": "", "training_table": "", "training_table_hash": ""}
-        else:
-            model.set_adapter(system)
-            hypotheses = run()
-            folder = Path(adapters[asset])
-            trained = json.loads((folder / LINEAGE_FILE).read_text())
-            lineage = {"adapter": asset, "adapter_hash": folder_hash(folder),
-                       "training_table": trained["training_table"],
-                       "training_table_hash": trained["training_table_hash"]}
-        frames.append(pd.DataFrame({
-            "pair_id": test_A["pair_id"], "system": system, "source": test_A["source"],
-            "reference": test_A["target"], "hypothesis": hypotheses,
-            "source_lang": source_lang, "target_lang": target_lang,
-            "test_table_hash": test_hash, **lineage,
-            "base_model": reference["base_model"], "base_revision": reference["revision"] or "",
-        }))
-    table = pd.concat(frames, ignore_index=True)
+    # the IO manager has checked each folder against its recorded content hash
+    model = attach_adapters(model, {system: (asset, adapters[asset]) for system, asset in SYSTEMS.items() if asset})
+    table = translate_systems(model, tokenizer, test_A, SYSTEMS, adapters, base_model.reference(), log=context.log.info,
+                              batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
+                              decoder=evaluation.decoder, token_budget=evaluation.token_budget,
+                              kernels=evaluation.kernels)
     context.add_output_metadata({
         "empty_hypotheses": {s: int((g["hypothesis"] == "").sum()) for s, g in table.groupby("system")},
         "base_model_dtype": base_model.precision(),
@@ -181,20 +140,6 @@ def bleu_chart(context: dg.AssetExecutionContext, bleu_table: pd.DataFrame, **ad
         "bleu_signature": signature,
     })
     return versioned(Folder(folder))
-
-
-def adapter_folder(lake: UPath, adapter: str) -> Path:
-    """The local folder of `adapter`: a folder path as given, else the adapter asset of that name in
-    the data lake, checked against its recorded content hash (as evaluation loads it)."""
-    if Path(adapter).is_dir():
-        folder = Path(adapter)
-    elif (lake / adapter).is_dir():
-        folder = local_folder(lake / adapter, adapter)
-    else:
-        raise LakeError(f"no adapter folder {adapter} and no asset {adapter} in the data lake at {lake}: "
-                        f"materialize it first (mt-assets materialize --select {adapter}) or give a folder")
-    check_adapter_folder(folder, adapter)
-    return folder
 
 
 def _inline_png(png: bytes, alt: str) -> str:

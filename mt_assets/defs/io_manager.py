@@ -192,6 +192,17 @@ def local_folder(folder: UPath, asset: str, cache_dir: str | None = None) -> Pat
     return local
 
 
+def adapter_folder(lake: UPath, adapter: str) -> Path:
+    """The local folder of `adapter`: a folder path as given, else the adapter asset of that name in
+    the data lake, checked against its recorded content hash (as evaluation loads it)."""
+    if Path(adapter).is_dir():
+        return Path(adapter)
+    if (lake / adapter).is_dir():
+        return local_folder(lake / adapter, adapter)
+    raise LakeError(f"no adapter folder {adapter} and no asset {adapter} in the data lake at {lake}: "
+                    f"materialize it first (mt-assets materialize --select {adapter}) or give a folder")
+
+
 def _download(folder: UPath, local: Path) -> None:
     """Copy an object-store folder to `local` through a hidden temporary folder beside it."""
     local.parent.mkdir(parents=True, exist_ok=True)

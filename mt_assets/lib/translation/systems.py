@@ -1,0 +1,106 @@
+"""The systems that translate a test set: the base model alone and with each adapter, and the
+lineage each system's translations carry (what an adapter was trained on, its content hash)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from mt_assets.lib.hashing import folder_hash, table_hash
+from mt_assets.lib.translation.translate import check_adapter_folder, translate
+
+LINEAGE_FILE = "lineage.json"
+"""The file of an adapter folder where training records its training table, that table's hash and
+the base model (lib.lora writes it)."""
+NO_ADAPTER = {"adapter": "", "adapter_hash": "", "training_table": "", "training_table_hash": ""}
+"""The lineage columns of a system without an adapter (the base model, zero-shot)."""
+
+
+def attach_adapters(model, adapters: Mapping[str, tuple[str, Path]]):
+    """`model` with every adapter folder loaded onto it, in eval mode: `adapters` maps the name the
+    adapter gets on the model (a system) to the adapter's name (an asset, or the folder's path as
+    given) and its folder. Each folder is checked first (lib.translation.translate.check_adapter_folder:
+    the error names the adapter, the file and the fix), so a damaged one stops before any loading."""
+    for name, folder in adapters.values():
+        check_adapter_folder(folder, name)
+    for system, (_, folder) in adapters.items():
+        from peft import PeftModel
+
+        if not isinstance(model, PeftModel):
+            model = PeftModel.from_pretrained(model, str(folder), adapter_name=system)
+        elif system not in model.peft_config:
+            model.load_adapter(str(folder), adapter_name=system)
+    return model.eval()
+
+
+def trained_lineage(folder: Path) -> dict:
+    """What training recorded in an adapter folder's LINEAGE_FILE; empty for a folder without one
+    (an adapter trained elsewhere)."""
+    path = Path(folder) / LINEAGE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def adapter_lineage(asset: str | None, folder: Path | None) -> dict[str, str]:
+    """The lineage columns of a system: its adapter asset, the adapter folder's content hash, and the
+    table it was trained on with that table's hash (all empty for the base model)."""
+    if asset is None:
+        return dict(NO_ADAPTER)
+    trained = json.loads((Path(folder) / LINEAGE_FILE).read_text())
+    return {"adapter": asset, "adapter_hash": folder_hash(Path(folder)), "training_table": trained["training_table"],
+            "training_table_hash": trained["training_table_hash"]}
+
+
+def base_model_mismatch(folder: Path, adapter: str, base_model: str) -> str | None:
+    """A warning when the adapter folder records a base model other than `base_model`, else None."""
+    trained_on = trained_lineage(folder).get("base_model")
+    if trained_on and trained_on != base_model:
+        return f"{adapter} was trained on {trained_on}, this profile's base model is {base_model}"
+    return None
+
+
+def translate_systems(model, tokenizer, test: pd.DataFrame, systems: Mapping[str, str | None],
+                      folders: Mapping[str, Path], reference: dict, *, log: Callable[[str], None] = print,
+                      **settings) -> pd.DataFrame:
+    """One row per test pair and system: the system's translation with its lineage.
+
+    `model` carries each system's adapter under the system's name (attach_adapters); `systems` maps
+    a system to its adapter asset (None: the base model, adapters disabled), `folders` an adapter
+    asset to its folder. `reference`: the base model's ``base_model`` and ``revision``. `settings`
+    go to lib.translation.translate.translate (batch_size, max_new_tokens, decoder, ...)."""
+    source_lang, target_lang = test["source_lang"].iloc[0], test["target_lang"].iloc[0]
+    test_hash = table_hash(test)
+    every = settings.get("batch_size", 16) * 10
+    frames = []
+    for system, asset in systems.items():
+        log(f"Translating {len(test)} sentences with system {system}")
+
+        def progress(done, total, system=system):
+            if done == total or done % every == 0:
+                log(f"system {system}: {done}/{total} sentences")
+
+        if asset is None:
+            context = model.disable_adapter() if _has_adapters(model) else contextlib.nullcontext()
+        else:
+            model.set_adapter(system)
+            context = contextlib.nullcontext()
+        with context:
+            hypotheses = translate(model, tokenizer, list(test["source"]), source_lang, target_lang,
+                                   progress=progress, desc=f"system {system}", **settings)
+        frames.append(pd.DataFrame({
+            "pair_id": test["pair_id"], "system": system, "source": test["source"],
+            "reference": test["target"], "hypothesis": hypotheses,
+            "source_lang": source_lang, "target_lang": target_lang,
+            "test_table_hash": test_hash, **adapter_lineage(asset, folders.get(asset) if asset else None),
+            "base_model": reference["base_model"], "base_revision": reference["revision"] or "",
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _has_adapters(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
