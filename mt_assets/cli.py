@@ -167,7 +167,7 @@ def translate(args: argparse.Namespace) -> int:
     lines = _input_lines(Path(args.input))
     max_new_tokens = args.max_new_tokens or evaluation.max_new_tokens
     tokenizer = base_model.load_tokenizer()
-    model = base_model.load_model(fresh=True)
+    model = base_model.load_model()
     _check_context(Path(args.input), lines, tokenizer, model, source_lang, target_lang, max_new_tokens)
     if args.adapter:
         folder = adapter_folder(_lake(profile), args.adapter)

@@ -32,7 +32,7 @@ def test_packaged_gemma_is_verified_dequantized_once_and_cached(tmp_path):
     again = GgufBaseModel(package="no_such_gguf_package", cache_dir=str(cache))
     assert again.model_path() == str(folder)
     tokenizer = again.load_tokenizer()
-    lm = again.load_model(fresh=True)
+    lm = again.load_model()
     assert sum(p.numel() for p in lm.parameters()) == pytest.approx(268e6, rel=0.01)
     ids = tokenizer("Translate German to French.\nGerman: Guten Morgen.\nFrench:", return_tensors="pt")
     assert ids["input_ids"][0, 0] == tokenizer.bos_token_id
@@ -75,7 +75,7 @@ def test_bf16_translates_demo_test_pairs_as_fp32(tmp_path):
     outputs, logits = {}, {}
     prompts = [build_prompt(s, "de", "fr") for s in test["source"]]
     for dtype in ("fp32", "bf16"):
-        model = GgufBaseModel(dtype=dtype).load_model(fresh=True)
+        model = GgufBaseModel(dtype=dtype).load_model()
         outputs[dtype] = translate(model, tokenizer, list(test["source"]), "de", "fr", batch_size=16, max_new_tokens=48)
         with torch.inference_mode():
             batch = tokenizer(prompts, return_tensors="pt", padding=True)

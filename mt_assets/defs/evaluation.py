@@ -63,7 +63,7 @@ def _adapter_ins() -> dict[str, dg.AssetIn]:
 def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_model: BaseModel,
                  evaluation: Evaluation, **adapters) -> dg.Output[pd.DataFrame]:
     tokenizer = base_model.load_tokenizer()
-    model = base_model.load_model(fresh=True)
+    model = base_model.load_model()
     check_prompts_fit(tokenizer, model.config, list(test_A["source"]), test_A["source_lang"].iloc[0],  # before any work
                       test_A["target_lang"].iloc[0], evaluation.max_new_tokens, "test_A",
                       (f"pair {p}" for p in test_A["pair_id"]),

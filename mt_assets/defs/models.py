@@ -1,7 +1,6 @@
 """The base model resource: a Hugging Face Hub model (or local folder), a GGUF file, or the tests' tiny GPT-Neo."""
 
 import fcntl
-import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,9 @@ from mt_assets.lib.hashing import folder_hash
 from mt_assets.lib.models.hub import hub_commit
 from mt_assets.lib.models.tiny import TinyModelSpec, build_tiny_base_model
 
-_CACHE: dict[tuple, object] = {}
-_CACHE_LOCK = threading.Lock()
-
 
 class BaseModel(dg.ConfigurableResource, ABC):
-    """The decoder-only LM every system starts from; loaded once per process for inference."""
+    """The decoder-only LM every system starts from; each step that runs it loads its own copy."""
 
     device: str = "auto"
     dtype: str = "auto"
@@ -48,15 +44,9 @@ class BaseModel(dg.ConfigurableResource, ABC):
         """The model's modules and config without its weights, to check settings against in a moment."""
         return loading.load_skeleton(self.model_path(), self.revision)
 
-    def load_model(self, fresh: bool = False):
-        """The model in eval mode. `fresh=True` gives a private copy (training wraps it with LoRA)."""
-        key = (self.model_path(), self.revision, self.device, self.dtype)
-        if fresh:
-            return loading.load_causal_lm(*key)
-        with _CACHE_LOCK:
-            if key not in _CACHE:
-                _CACHE[key] = loading.load_causal_lm(*key)
-            return _CACHE[key]
+    def load_model(self):
+        """The model in eval mode, loaded anew: each caller gets its own copy to attach adapters to."""
+        return loading.load_causal_lm(self.model_path(), self.revision, self.device, self.dtype)
 
 
 class HubBaseModel(BaseModel):

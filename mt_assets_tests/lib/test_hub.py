@@ -19,7 +19,7 @@ from mt_assets.defs.data import HuggingFaceCorpus
 from mt_assets.lib.models.hub import hub_commit
 
 latest = HubBaseModel(name_or_path="org/tiny", device="cpu")
-model = latest.load_model(fresh=True)  # loads from the snapshot the commit names
+model = latest.load_model()  # loads from the snapshot the commit names
 print(json.dumps({"main": latest.reference(), "tagged": HubBaseModel(name_or_path="org/tiny", hub_revision="v1").reference(),
                   "dataset": corpus_revision(HuggingFaceCorpus(dataset="org/corpus", config=None)),
                   "unknown": hub_commit("org/not-cached"), "parameters": sum(p.numel() for p in model.parameters())}))
