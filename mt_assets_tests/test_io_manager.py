@@ -95,3 +95,39 @@ def test_loading_an_unmaterialized_asset_says_so(lake: Path, instance):
     with pytest.raises(FileNotFoundError, match="never_made has not been materialized"):
         dg.materialize([never_made, needs_it], resources={"io_manager": DataLakeIOManager(base_path=str(lake))},
                        instance=instance, selection=[needs_it])
+
+
+def test_a_versioned_output_is_hashed_once_and_its_hash_is_version_record_and_metadata(lake: Path, tmp_path: Path,
+                                                                                    instance, monkeypatch):
+    from mt_assets.defs import io_manager, versioning
+    from mt_assets.defs.versioning import versioned
+    from mt_assets.lib import hashing
+
+    hashed = []
+    for module in (io_manager, versioning):  # the real hash functions, counted
+        for name in ("folder_hash", "table_hash"):
+            real = getattr(hashing, name)
+            monkeypatch.setattr(module, name, lambda value, real=real, name=name: hashed.append(name) or real(value))
+    built = tmp_path / "built"
+    built.mkdir()
+    (built / "weights.txt").write_text("w")
+
+    @dg.asset
+    def artifact() -> dg.Output[Folder]:
+        return versioned(Folder(built))
+
+    @dg.asset
+    def produced() -> dg.Output[pd.DataFrame]:
+        return versioned(table(), metadata={"note": "kept"})
+
+    result = dg.materialize([artifact, produced], resources={"io_manager": DataLakeIOManager(base_path=str(lake))},
+                            instance=instance)
+    assert result.success
+    assert sorted(hashed) == ["folder_hash", "table_hash"]  # one hash per output
+    folder = result.asset_materializations_for_node("artifact")[0]
+    recorded = (lake / ".content_hashes" / "artifact").read_text()
+    assert recorded == folder_hash(lake / "artifact") == folder.metadata["content_hash"].value
+    assert folder.tags["dagster/data_version"] == recorded
+    rows = result.asset_materializations_for_node("produced")[0]
+    assert rows.metadata["content_hash"].value == table_hash(table()) == rows.tags["dagster/data_version"]
+    assert rows.metadata["note"].value == "kept" and rows.metadata["dagster/row_count"].value == 2

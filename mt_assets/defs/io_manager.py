@@ -22,6 +22,8 @@ from mt_assets.lib.urls import redact_url
 
 RECORDS = ".content_hashes"
 """A folder asset's content hash is kept beside it, in the hidden file ``.content_hashes/<name>``."""
+CONTENT_HASH = "content_hash"
+"""The metadata key of an output's content hash (lib.hashing), which is also its data version."""
 
 
 class LakeError(RuntimeError):
@@ -81,17 +83,17 @@ class DataLakeIOManager(dg.ConfigurableIOManager):
             context.add_output_metadata({
                 "path": dg.MetadataValue.path(redact_url(str(target))),
                 "dagster/row_count": len(obj),
-                "content_hash": table_hash(obj),
+                CONTENT_HASH: _content_hash(context, obj),
             })
         elif isinstance(obj, Folder):
-            content_hash = folder_hash(obj.path)
+            content_hash = _content_hash(context, obj)
             _replace_folder(obj.path, path)
             _write_text(_record(path), content_hash)  # a reader checks the folder against it
             if obj.stored:  # last: the adapter is in the lake, its checkpoints may go
                 obj.stored()
             context.add_output_metadata({
                 "path": dg.MetadataValue.path(redact_url(str(path))),
-                "content_hash": content_hash,
+                CONTENT_HASH: content_hash,
             })
         else:
             raise TypeError(
@@ -111,6 +113,15 @@ class DataLakeIOManager(dg.ConfigurableIOManager):
             f"asset {asset} has not been materialized: nothing at {redact_url(str(table))} or "
             f"{redact_url(str(path))}/. Materialize it first"
         )
+
+
+def _content_hash(context: dg.OutputContext, obj: pd.DataFrame | Folder) -> str:
+    """The output's content hash: the one its Output carries (defs.versioning.versioned computed it
+    for the data version, before the folder moved), else computed here."""
+    given = context.output_metadata.get(CONTENT_HASH)
+    if given is not None:
+        return str(getattr(given, "value", given))
+    return table_hash(obj) if isinstance(obj, pd.DataFrame) else folder_hash(obj.path)
 
 
 def lake_root(base_path: str) -> UPath:

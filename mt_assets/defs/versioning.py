@@ -13,7 +13,7 @@ import warnings
 import dagster as dg
 import pandas as pd
 
-from mt_assets.defs.io_manager import Folder
+from mt_assets.defs.io_manager import CONTENT_HASH, Folder
 from mt_assets.lib.hashing import folder_hash, table_hash
 
 
@@ -25,8 +25,11 @@ def content_version(value: pd.DataFrame | Folder) -> dg.DataVersion:
     raise TypeError(f"no content version for {type(value).__name__}: assets return DataFrames or Folders")
 
 
-def versioned(value: pd.DataFrame | Folder, **output) -> dg.Output:
-    """`value` as an Output whose data version is its content hash (`output`: output_name, metadata)."""
+def versioned(value: pd.DataFrame | Folder, output_name: str = "result", metadata: dict | None = None) -> dg.Output:
+    """`value` as an Output whose data version is its content hash. The hash also goes to the IO
+    manager as the output's `content_hash` metadata: it records that one rather than hashing again."""
+    version = content_version(value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)  # data versions: stable in practice; pinned in pyproject
-        return dg.Output(value, data_version=content_version(value), **output)
+        return dg.Output(value, output_name=output_name, data_version=version,
+                         metadata={**(metadata or {}), CONTENT_HASH: version.value})
