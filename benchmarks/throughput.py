@@ -182,6 +182,7 @@ class ModelFactory:
         import torch
 
         from mt_assets.lib.models.loading import load_causal_lm, pick_dtype
+        from mt_assets.lib.translation.kernels import with_fused_activation
 
         if self.model:
             return load_causal_lm(self.model, device=self.device, dtype=dtype)
@@ -196,8 +197,8 @@ class ModelFactory:
         else:
             model_class, config = GPTNeoForCausalLM, GPTNeoConfig(**GPT_NEO_1_3B, **ids)
         torch.manual_seed(0)
-        with torch.device(self.device):
-            model = model_class(config).to(pick_dtype(self.device, dtype))
+        with torch.device(self.device):  # the fused GELU, as lib.models.loading loads models
+            model = model_class(with_fused_activation(config)).to(pick_dtype(self.device, dtype))
         model.generation_config.pad_token_id = eos
         return model.eval()
 

@@ -41,7 +41,8 @@ class Evaluation(dg.ConfigurableResource):
     """fast decoder: batches of as many sentences as fit in this many tokens of prompt plus
     max_new_tokens (e.g. 65536 on an 80 GB GPU for a 1.3B model); None: batch_size sentences."""
     kernels: str = "fast"
-    """fast (fused attention and GELU) or eager: the same translations."""
+    """fast (fused attention) or eager attention: the same translations. The GELU is fused either way
+    (lib.translation.kernels)."""
     n_bootstrap: int = 1000
 
 

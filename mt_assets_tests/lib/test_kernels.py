@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mt_assets.lib.translation.kernels import FusedNewGELU, GPTNeoSdpaSelfAttention, kernels_of, set_kernels
+from mt_assets.lib.translation.kernels import GPTNeoSdpaSelfAttention, fused_activation, kernels_of, set_kernels
 from mt_assets_tests.lib.conftest import DEVICE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -111,27 +111,51 @@ def test_fast_in_bf16_stays_within_bf16_rounding_of_eager():
 
 
 def test_set_kernels_swaps_classes_back_and_forth_and_keeps_the_weights():
-    from transformers.activations import NewGELUActivation
     from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
     model = gpt_neo()
     before = {n: p.data_ptr() for n, p in model.named_parameters()}
     set_kernels(model, "fast")
     assert all(type(layer.attn.attention) is GPTNeoSdpaSelfAttention for layer in model.transformer.h)
-    assert all(type(layer.mlp.act) is FusedNewGELU for layer in model.transformer.h)
     set_kernels(model, "eager")
     assert all(type(layer.attn.attention) is GPTNeoSelfAttention for layer in model.transformer.h)
-    assert all(type(layer.mlp.act) is NewGELUActivation for layer in model.transformer.h)
     assert {n: p.data_ptr() for n, p in model.named_parameters()} == before
     with pytest.raises(ValueError, match="unknown kernels"):
         set_kernels(model, "flash")
 
 
 def test_fused_gelu_is_gelu_new():
-    from transformers.activations import NewGELUActivation
+    from transformers.activations import ACT2FN, NewGELUActivation
 
+    assert fused_activation(gpt_neo().config) == {"activation_function": "gelu_pytorch_tanh"}
     x = torch.linspace(-8, 8, 10_001, device=DEVICE)
-    assert torch.allclose(FusedNewGELU()(x), NewGELUActivation()(x), atol=1e-6, rtol=0)
+    assert torch.allclose(ACT2FN["gelu_pytorch_tanh"](x), NewGELUActivation()(x), atol=1e-6, rtol=0)
+
+
+def test_a_loaded_gpt_neo_runs_the_fused_gelu_with_the_logits_and_gradients_of_gelu_new(tmp_path):
+    """lib.models.loading loads GPT-Neo with `gelu_pytorch_tanh`: the fused kernel, the same model."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    from mt_assets.lib.models.loading import load_causal_lm
+
+    reference = gpt_neo(window_size=5).train()
+    reference.save_pretrained(tmp_path)
+    loaded = load_causal_lm(str(tmp_path), device=DEVICE, dtype="fp32").train()
+    assert all(type(layer.mlp.act) is NewGELUActivation for layer in reference.transformer.h)
+    assert all(type(layer.mlp.act) is GELUTanh for layer in loaded.transformer.h)
+    assert reference.config.activation_function == "gelu_new"  # the saved config is left as it is
+    torch.manual_seed(1)
+    ids = torch.randint(1, 97, (3, 12), device=DEVICE)
+    grads, outputs = {}, {}
+    for name, model in (("gelu_new", reference), ("fused", loaded)):
+        out = model(input_ids=ids, labels=ids)
+        out.loss.backward()
+        outputs[name] = out.logits.detach()
+        grads[name] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert torch.allclose(outputs["fused"], outputs["gelu_new"], atol=1e-5, rtol=0)
+    assert grads["fused"].keys() == grads["gelu_new"].keys()
+    for name, grad in grads["gelu_new"].items():
+        assert torch.allclose(grads["fused"][name], grad, atol=1e-5, rtol=1e-4), name
 
 
 def test_fast_kernels_return_eager_attention_weights_when_asked():

@@ -71,11 +71,16 @@ def load_tokenizer(name_or_path: str, revision: str | None = None):
 
 def load_causal_lm(name_or_path: str, revision: str | None = None, device: str = "auto", dtype: str = "auto",
                    setting: str = "base_model.name_or_path", for_training: bool = False):
-    """A causal LM on `device` in the chosen dtype (see pick_dtype), in eval mode."""
-    from transformers import AutoModelForCausalLM
+    """A causal LM on `device` in the chosen dtype (see pick_dtype), in eval mode, with its GELU as
+    one fused kernel where the config names the unfused one (lib.translation.kernels.with_fused_activation)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from mt_assets.lib.translation.kernels import with_fused_activation
 
     device = pick_device(device)
-    model = _load(AutoModelForCausalLM, name_or_path, revision, setting, dtype=pick_dtype(device, dtype, for_training))
+    config = with_fused_activation(_load(AutoConfig, name_or_path, revision, setting))
+    model = _load(AutoModelForCausalLM, name_or_path, revision, setting, config=config,
+                  dtype=pick_dtype(device, dtype, for_training))
     return model.to(device).eval()
 
 

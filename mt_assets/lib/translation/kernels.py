@@ -8,11 +8,13 @@
   instead of writing them, and their copies for the backward pass, to memory.
 - GELU: GPT-Neo's `gelu_new` is the tanh approximation written as seven elementwise operations,
   each a pass over the (tokens x 4*hidden) MLP activations, most of them kept for the backward
-  pass. `FusedNewGELU` is the same function as one kernel (`F.gelu(approximate="tanh")`, which
-  computes half precision in fp32 inside).
+  pass. transformers has the same function as one kernel, `gelu_pytorch_tanh`
+  (`F.gelu(approximate="tanh")`, which computes half precision in fp32 inside): `with_fused_activation`
+  overrides a config's activation with it before the model is built (lib.models.loading does so
+  for every model it loads), so the GELU is fused whichever attention kernels run.
 
-The weights are the same modules: `set_kernels(model, "fast")` / `set_kernels(model, "eager")`
-swap the classes in place, for free and reversibly.
+The attention weights are the same modules: `set_kernels(model, "fast")` / `set_kernels(model, "eager")`
+swap the attention classes in place, for free and reversibly.
 
 Plain Python: no Dagster here.
 """
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
-from transformers.activations import NewGELUActivation
 from transformers.models.gpt_neo.modeling_gpt_neo import GPTNeoSelfAttention
 
 KERNELS = ("fast", "eager")
@@ -64,22 +65,33 @@ class GPTNeoSdpaSelfAttention(GPTNeoSelfAttention):
                                use_cache=use_cache, output_attentions=output_attentions, **kwargs)
 
 
-class FusedNewGELU(NewGELUActivation):
-    """`gelu_new` (tanh-approximated GELU) as PyTorch's one fused kernel."""
-
-    def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return F.gelu(input, approximate="tanh")
+FUSED_ACTIVATIONS = {"gelu_new": "gelu_pytorch_tanh"}
+"""A config's `activation_function` -> transformers' name for the same function as one kernel."""
 
 
-SWAPS = {"fast": {GPTNeoSelfAttention: GPTNeoSdpaSelfAttention, NewGELUActivation: FusedNewGELU},
-         "eager": {GPTNeoSdpaSelfAttention: GPTNeoSelfAttention, FusedNewGELU: NewGELUActivation}}
+def fused_activation(config) -> dict[str, str]:
+    """The config override that loads a model of `config` (GPT-Neo and the other GPT-2-family
+    configs, which name their MLP activation `activation_function`) with its fused GELU; {} for
+    a config without one."""
+    fused = FUSED_ACTIVATIONS.get(getattr(config, "activation_function", None))
+    return {"activation_function": fused} if fused else {}
+
+
+def with_fused_activation(config):
+    """`config`, changed in place, so that the model built or loaded from it runs its fused GELU."""
+    for name, value in fused_activation(config).items():
+        setattr(config, name, value)
+    return config
+
+
+SWAPS = {"fast": {GPTNeoSelfAttention: GPTNeoSdpaSelfAttention},
+         "eager": {GPTNeoSdpaSelfAttention: GPTNeoSelfAttention}}
 
 
 def set_kernels(model, kernels: str):
     """Run `model` with `kernels` ("fast" or "eager"); returns the model, changed in place.
 
-    GPT-Neo attention layers and `gelu_new` activations (of any model, also inside a PEFT wrapper)
-    switch classes over the same weights. A model without GPT-Neo attention that supports SDPA
+    GPT-Neo attention layers (also inside a PEFT wrapper) switch classes over the same weights. A model without GPT-Neo attention that supports SDPA
     switches its attention implementation the transformers way.
     """
     if kernels not in KERNELS:
@@ -100,8 +112,8 @@ def set_kernels(model, kernels: str):
 def kernels_of(model) -> str | None:
     """"fast" or "eager" for the first swappable module of `model` (None when it has none)."""
     for module in model.modules():
-        if type(module) in (GPTNeoSdpaSelfAttention, FusedNewGELU):
+        if type(module) is GPTNeoSdpaSelfAttention:
             return "fast"
-        if type(module) in (GPTNeoSelfAttention, NewGELUActivation):
+        if type(module) is GPTNeoSelfAttention:
             return "eager"
     return None
