@@ -19,12 +19,15 @@ def language(code: str, setting: str = "language"):
             found = pycountry.languages.get(alpha_2=code)
         elif len(code) == 3:
             found = pycountry.languages.get(alpha_3=code)
-    if found is None:
-        raise ValueError(
-            f"unknown language code {code!r} in setting {setting}: use a lower-case ISO 639-1 code "
-            "such as 'de', 'fr' or 'en' (or an ISO 639-3 code such as 'deu')"
-        )
-    return found
+    return _known(found, f"unknown language code {code!r} in setting {setting}: use a lower-case ISO 639-1 code "
+                  "such as 'de', 'fr' or 'en' (or an ISO 639-3 code such as 'deu')")
+
+
+def _known(value, problem: str):
+    """`value`, or a ValueError saying `problem` when it is None."""
+    if value is None:
+        raise ValueError(problem)
+    return value
 
 
 def language_name(code: str, setting: str = "language") -> str:
@@ -38,13 +41,9 @@ def iso639_1(code: str, setting: str = "language") -> str:
     """The two-letter code of a two- or three-letter code (fra -> fr); ValueError naming an
     unknown code, or a language without a two-letter code, and the setting it came from."""
     found = language(code, setting)
-    two = getattr(found, "alpha_2", None)
-    if two is None:
-        raise ValueError(
-            f"language code {code!r} in setting {setting} ({found.name}) has no two-letter ISO 639-1 "
-            "code, which the offline language identifier needs; use a language that has one"
-        )
-    return two
+    return _known(getattr(found, "alpha_2", None),
+                  f"language code {code!r} in setting {setting} ({found.name}) has no two-letter ISO 639-1 "
+                  "code, which the offline language identifier needs; use a language that has one")
 
 
 def iso639_3(code: str, setting: str = "language") -> str:
