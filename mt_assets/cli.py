@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 BLEU_COLUMNS = ["system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "bleu_p_vs_A", "chrf_p_vs_A", "bleu_p_vs_B",
@@ -254,7 +253,7 @@ def _wide(table):
 
 def recipe(args: argparse.Namespace) -> int:
     """Print the profile's LoRA recipe as the JSON file that lib.lora.launch reads."""
-    print(json.dumps(asdict(_resources(_profile(args.profile))["training"].recipe()), indent=2))
+    print(_resources(_profile(args.profile))["training"].recipe().to_json())
     return 0
 
 

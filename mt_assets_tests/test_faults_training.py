@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mt_assets.defs.training import LINEAGE_FILE, read_adapter_summary
 from mt_assets.lib.lora.checkpoints import restore_checkpoints
 from mt_assets.lib.hashing import folder_hash, table_hash
-from mt_assets.lib.lora.training import train_adapter
+from mt_assets.lib.lora.adapter_folder import LINEAGE_FILE, read_adapter_summary
+from mt_assets.lib.lora.train_loop import train_adapter
 from mt_assets_tests.fault_support import Child, complete_checkpoints, materialize, start_child, wait_for
 from mt_assets_tests.test_faults import (  # noqa: F401  (module fixtures: the tiny model, the tables, the reference adapter)
     STEPS,

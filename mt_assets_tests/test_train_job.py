@@ -17,11 +17,13 @@ import pytest
 
 from mt_assets import cli
 from mt_assets.defs.io_manager import DataLakeIOManager, LakeError
-from mt_assets.defs.training import LINEAGE_FILE, Training, adapter_B
+from mt_assets.defs.training import Training, adapter_B
 from mt_assets.lib.lora import launch
 from mt_assets.lib.hashing import folder_hash, table_hash
 from mt_assets.lib.models.loading import load_causal_lm, load_tokenizer
-from mt_assets.lib.lora.training import SUMMARY_FILE, LoraRecipe, split_validation
+from mt_assets.lib.lora.adapter_folder import LINEAGE_FILE, SUMMARY_FILE
+from mt_assets.lib.lora.recipe import LoraRecipe, read_recipe, write_recipe
+from mt_assets.lib.lora.train_loop import split_validation
 from mt_assets.lib.translation.translate import translate
 from mt_assets_tests.e2e_support import DEMO_TSV, tiny_base
 from mt_assets_tests.ops_support import write_profile
@@ -70,10 +72,10 @@ def test_negative_process_count_is_refused():
 
 def test_recipe_file_round_trip_and_unknown_fields(tmp_path):
     recipe = replace(LoraRecipe(), r=4, target_modules="all-linear", epochs=1.5)
-    assert launch.read_recipe(launch.write_recipe(recipe, tmp_path / "recipe.json")) == recipe
+    assert read_recipe(write_recipe(recipe, tmp_path / "recipe.json")) == recipe
     (tmp_path / "bad.json").write_text(json.dumps({"r": 4, "rank": 8}))
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['rank'\]"):
-        launch.read_recipe(tmp_path / "bad.json")
+        read_recipe(tmp_path / "bad.json")
 
 
 def test_two_process_ddp_from_the_command_line_without_dagster(tmp_path, untrained_tiny_model):

@@ -17,7 +17,8 @@ from mt_assets.defs.io_manager import Folder, LakeError, local_folder
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.resources import AtLeastOne
 from mt_assets.defs.tables import BLEU_TABLE_SCHEMA, TRANSLATIONS_SCHEMA
-from mt_assets.defs.training import GPU_POOL, GPU_TAGS, LINEAGE_FILE, read_adapter_log
+from mt_assets.defs.training import GPU_POOL, GPU_TAGS
+from mt_assets.lib.lora.adapter_folder import LINEAGE_FILE, read_adapter_log
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.data import langid
 from mt_assets.lib.scoring.charts import bleu_bars, loss_curves
