@@ -18,7 +18,8 @@ from mt_assets.defs.io_manager import DataLakeIOManager, Folder
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.hashing import table_hash
-from mt_assets.lib.lora.adapter_folder import adapter_metadata, read_adapter_summary, write_lineage
+from mt_assets.lib.lora.adapter_folder import (MARKDOWN_KEYS, adapter_metadata, read_adapter_summary, write_lineage,
+                                               write_loss_curve)
 from mt_assets.lib.lora.checkpoints import remove_mirror, restore_checkpoints
 from mt_assets.lib.lora.launch import WATCH_ENV, job_arguments, launch_command
 from mt_assets.lib.lora.recipe import LoraRecipe, field_types as recipe_field_types, write_recipe
@@ -107,6 +108,7 @@ def adapter_asset(name: str, training_table: str, description: str) -> dg.Assets
             context.log.info(f"Training {name} on {len(table)} pairs of {training_table} (r={recipe.r}, "
                              f"lr={recipe.learning_rate}, epochs={recipe.epochs}) in {work.folder}: {' '.join(command)}")
             dg.PipesSubprocessClient(env=_child_env()).run(context=context, command=command)
+            write_loss_curve(output, name.removeprefix("adapter_"))
             metadata = adapter_metadata(output, run_report)
             read = read_adapter_summary(output)["training_table_hash"]  # the hash of the file the trainer read
             if read != table_hash(table):
@@ -115,8 +117,9 @@ def adapter_asset(name: str, training_table: str, description: str) -> dg.Assets
                                    "training? Materialize the asset again")
             lineage = {"training_table": training_table, "training_table_hash": read, **reference}
             write_lineage(output, lineage)
-        context.add_output_metadata({**metadata, "training_log": dg.MetadataValue.md(metadata["training_log"]),
-                                     "training_table_hash": read, "base_model": lineage["base_model"]})
+        markdown = {key: dg.MetadataValue.md(metadata[key]) for key in MARKDOWN_KEYS}
+        context.add_output_metadata({**metadata, **markdown, "training_table_hash": read,
+                                     "base_model": lineage["base_model"]})
         return versioned(Folder(output, stored=partial(_remove_work, work, mirror)))
 
     return _adapter

@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from dagster_pipes import PipesEnvVarParamsLoader
 
-    from mt_assets.lib.lora.adapter_folder import RUN_FIELDS, adapter_metadata
+    from mt_assets.lib.lora.adapter_folder import MARKDOWN_KEYS, RUN_FIELDS, adapter_metadata
     from mt_assets.lib.lora.recipe import read_recipe
     from mt_assets.lib.lora.train_loop import train_adapter
     from mt_assets.lib.models.loading import load_causal_lm, load_tokenizer
@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.run_report.write_text(json.dumps(run, indent=2))
         elif not PipesEnvVarParamsLoader().is_dagster_pipes_process():
             metadata = adapter_metadata(args.output_dir)
-            print(json.dumps({**{k: v for k, v in metadata.items() if k != "training_log"}, **run}, indent=2),
+            print(json.dumps({**{k: v for k, v in metadata.items() if k not in MARKDOWN_KEYS}, **run}, indent=2),
                   flush=True)
     return 0
 
