@@ -1,6 +1,6 @@
 """Side-by-side throughput: the seed's settings against the project's, in one process, on the same data.
 
-For each configuration it measures LoRA training through `lib.lora.training.train_adapter` (tokens per
+For each configuration it measures LoRA training through `lib.lora.train_loop.train_adapter` (tokens per
 second over the steps after a warm-up, peak memory) and translation through `lib.translation.translate`
 (sentences and new tokens per second, peak memory). Configurations run interleaved, round after
 round, and the table shows each one's median. Prompts and targets are real Multi30k de-fr pairs
@@ -326,12 +326,12 @@ def profile_callback(step: int, title: str, out: Path):
 
 
 def cpu_autocast(recipe, device: str):
-    """The recipe to train with and the autocast to train under: where lib.lora.training refuses bf16 on
+    """The recipe to train with and the autocast to train under: where lib.lora.recipe refuses bf16 on
     a CPU, the recipe trains without mixed precision inside torch's CPU bf16 autocast, which is
     what transformers' `bf16=True` runs there."""
     import torch
 
-    from mt_assets.lib.lora.training import precision_flags
+    from mt_assets.lib.lora.recipe import precision_flags
 
     if device != "cpu" or recipe.mixed_precision != "bf16":
         return recipe, contextlib.nullcontext()
@@ -343,7 +343,8 @@ def cpu_autocast(recipe, device: str):
 
 
 def measure_training(config: Config, factory: ModelFactory, table, args, work: Path) -> dict:
-    from mt_assets.lib.lora.training import LoraRecipe, train_adapter
+    from mt_assets.lib.lora.recipe import LoraRecipe
+    from mt_assets.lib.lora.train_loop import train_adapter
 
     steps = args.seed_train_steps if config.name == "seed" else args.train_steps
     recipe = LoraRecipe(r=16, alpha=64, dropout=0.1, max_length=256, batch_size=config.batch_size,
@@ -430,7 +431,7 @@ def markdown(table: dict) -> str:
 
 def mean_tokens(tokenizer, table) -> float:
     """Mean tokens of a training example (prompt, completion and EOS) over the first 1,000 pairs."""
-    from mt_assets.lib.lora.training import to_prompt_completion
+    from mt_assets.lib.lora.train_loop import to_prompt_completion
 
     examples = to_prompt_completion(table.head(1000))
     ids = tokenizer([e["prompt"] + e["completion"] for e in examples])["input_ids"]

@@ -12,7 +12,6 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 BLEU_COLUMNS = ["system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "bleu_p_vs_A", "chrf_p_vs_A", "bleu_p_vs_B",
@@ -251,7 +250,7 @@ def _wide(table):
 
 def recipe(args: argparse.Namespace) -> int:
     """Print the profile's LoRA recipe as the JSON file that lib.lora.launch reads."""
-    print(json.dumps(asdict(_resources(_profile(args.profile))["training"].recipe()), indent=2))
+    print(_resources(_profile(args.profile))["training"].recipe().to_json())
     return 0
 
 
@@ -287,12 +286,11 @@ def main(argv: list[str] | None = None) -> int:
                       help="adapter asset of the data lake (adapter_B, adapter_C, adapter_D) or an adapter folder; "
                       "default: none (system A, the base model)")
     text.add_argument("-o", "--output", default=None, help="output file (default: standard output)")
-    text.add_argument("--source-lang", default=None, help="default: the profile's experiment.source_lang")
-    text.add_argument("--target-lang", default=None, help="default: the profile's experiment.target_lang")
-    text.add_argument("--batch-size", type=_at_least_one, default=None,
-                      help="default: the profile's evaluation.batch_size")
-    text.add_argument("--max-new-tokens", type=_at_least_one, default=None,
-                      help="default: the profile's evaluation.max_new_tokens")
+    for flag, kind, setting in (("--source-lang", str, "experiment.source_lang"),
+                                ("--target-lang", str, "experiment.target_lang"),
+                                ("--batch-size", _at_least_one, "evaluation.batch_size"),
+                                ("--max-new-tokens", _at_least_one, "evaluation.max_new_tokens")):
+        text.add_argument(flag, type=kind, default=None, help=f"default: the profile's {setting}")
     text.set_defaults(handler=translate)
 
     scores = commands.add_parser("bleu", parents=[profile], help="print the BLEU table of the last evaluation")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from mt_assets.definitions import defs
 
@@ -89,15 +90,33 @@ def test_data_assets_carry_groups_descriptions_kinds_and_column_schemas():
         }
 
 
-def test_training_resource_mirrors_every_recipe_field():
-    from dataclasses import fields
+def test_training_resource_takes_every_recipe_field_with_its_default_and_rule():
+    from dataclasses import asdict
+
+    import pydantic
 
     from mt_assets.defs.training import Training
-    from mt_assets.lib.lora.training import LoraRecipe
+    from mt_assets.lib.lora.recipe import LoraRecipe
 
-    assert {f.name for f in fields(LoraRecipe)} <= set(Training.model_fields)
+    defaults = asdict(LoraRecipe())
+    assert {name: Training.model_fields[name].default for name in defaults} == defaults
+    assert Training().recipe() == LoraRecipe()
     recipe = Training(r=8, learning_rate=0.5, target_modules=["all-linear"]).recipe()
     assert (recipe.r, recipe.learning_rate, recipe.target_modules) == (8, 0.5, "all-linear")
+    # the recipe's allowed values and bounds are the resource's config rules
+    for setting, message in (({"loss_impl": "liger"}, "'auto', 'fused' or 'compact'"),
+                             ({"kernels": "flash"}, "'fast' or 'eager'"), ({"seed": -1}, "greater than or equal to 0")):
+        with pytest.raises(pydantic.ValidationError, match=message):
+            Training(**setting)
+
+
+def test_unknown_loss_impl_in_a_profile_is_refused_naming_the_setting(tmp_path):
+    from mt_assets.defs.profiles import ProfileError, build_resources, load_profile
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("extends: demo\ntraining: {loss_impl: liger}\n")
+    with pytest.raises(ProfileError, match=r"training\.loss_impl: Input should be 'auto', 'fused' or 'compact'"):
+        build_resources(load_profile(str(path)))
 
 
 def test_dg_check_defs_passes_on_the_project(tmp_path):

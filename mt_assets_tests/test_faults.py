@@ -34,12 +34,12 @@ from mt_assets.defs.io_manager import DataLakeIOManager, Folder
 from mt_assets.defs.models import HubBaseModel, TinyBaseModel
 from mt_assets.defs.data import Experiment, LocalCorpus
 from mt_assets.defs.synthetic import OracleTeacherCorpus
-from mt_assets.defs.training import read_adapter_log, read_adapter_summary
 from mt_assets.lib.models import loading
 from mt_assets.lib.hashing import folder_hash
 from mt_assets.lib.data.text import normalize_text
 from mt_assets.lib.synth.generation import generate_synthetic
-from mt_assets.lib.lora.training import train_adapter
+from mt_assets.lib.lora.adapter_folder import read_adapter_log, read_adapter_summary
+from mt_assets.lib.lora.train_loop import train_adapter
 from mt_assets_tests.e2e_support import DEMO_COLUMNS, DEMO_TSV, tiny_base
 from mt_assets_tests.fault_support import (
     PRETRAIN_STEPS,

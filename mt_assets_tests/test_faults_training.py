@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from mt_assets.defs.training import LINEAGE_FILE, read_adapter_summary
 from mt_assets.lib.lora.checkpoints import restore_checkpoints
 from mt_assets.lib.hashing import folder_hash, table_hash
-from mt_assets.lib.lora.training import train_adapter
+from mt_assets.lib.lora.adapter_folder import LINEAGE_FILE, read_adapter_summary
+from mt_assets.lib.lora.train_loop import train_adapter
+from mt_assets.lib.models import loading
 from mt_assets_tests.fault_support import Child, complete_checkpoints, materialize, start_child, wait_for
 from mt_assets_tests.test_faults import (  # noqa: F401  (module fixtures: the tiny model, the tables, the reference adapter)
     STEPS,
@@ -28,7 +29,6 @@ from mt_assets_tests.test_faults import (  # noqa: F401  (module fixtures: the t
     failure_text,
     metadata,
     model_dir,
-    models,
     new_lake,
     recipe,
     reference,
@@ -205,15 +205,15 @@ def test_checkpoints_mirrored_to_the_lake_resume_on_another_machine(ledger, mode
                                                                      monkeypatch):
     with ledger.fault("training: the machine's disk is lost after a checkpoint (a pod restarted)") as fault:
         mirror = f"memory://lake-{tmp_path.name}/.staging/adapter_B/checkpoints"  # fsspec's object store in memory
-        tokenizer = models.load_tokenizer(str(model_dir))
+        tokenizer = loading.load_tokenizer(str(model_dir))
         first, second = tmp_path / "pod1", tmp_path / "pod2"
         with pytest.raises(Crash), crash_after_checkpoint(monkeypatch, 2 * EVERY):
-            train_adapter(models.load_causal_lm(str(model_dir), dtype="fp32"), tokenizer, tables["train_A"], recipe(model_dir),
+            train_adapter(loading.load_causal_lm(str(model_dir), dtype="fp32"), tokenizer, tables["train_A"], recipe(model_dir),
                           first / "adapter", checkpoint_dir=first / "checkpoints", checkpoint_mirror=mirror)
         assert list(first.glob(f"checkpoints/*/checkpoint-{2 * EVERY}/trainer_state.json"))  # died before copying it
         restored = restore_checkpoints(mirror, second / "checkpoints")  # a fresh disk: only the lake has them
         assert [name.split("/")[1] for name in restored] == [f"checkpoint-{EVERY}"]
-        result = train_adapter(models.load_causal_lm(str(model_dir), dtype="fp32"), tokenizer, tables["train_A"], recipe(model_dir),
+        result = train_adapter(loading.load_causal_lm(str(model_dir), dtype="fp32"), tokenizer, tables["train_A"], recipe(model_dir),
                                second / "adapter", checkpoint_dir=second / "checkpoints", checkpoint_mirror=mirror)
         fault.kept(result.summary["resumed_from"] == f"checkpoint-{EVERY}",
                    f"the restarted run did not resume from the lake's checkpoint: {result.summary['resumed_from']}")
@@ -223,10 +223,10 @@ def test_checkpoints_mirrored_to_the_lake_resume_on_another_machine(ledger, mode
 
 @pytest.mark.slow
 def test_a_retrained_identical_adapter_hashes_the_same(model_dir, tables, tmp_path):
-    tokenizer = models.load_tokenizer(str(model_dir))
+    tokenizer = loading.load_tokenizer(str(model_dir))
     folders = [tmp_path / "first" / "adapter", tmp_path / "second" / "adapter"]
     for folder in folders:  # as the adapter assets train: checkpoints in a work folder beside the adapter
-        train_adapter(models.load_causal_lm(str(model_dir), dtype="fp32"), tokenizer, tables["train_A"], recipe(model_dir), folder,
+        train_adapter(loading.load_causal_lm(str(model_dir), dtype="fp32"), tokenizer, tables["train_A"], recipe(model_dir), folder,
                       checkpoint_dir=folder.parent / "work")
     summary = json.loads((folders[0] / "training_summary.json").read_text())
     assert "wall_seconds" not in summary and str(tmp_path) not in json.dumps(summary)

@@ -10,7 +10,8 @@ from peft import PeftModel
 from mt_assets.lib.models import loading
 from mt_assets.lib.scoring.metrics import score_systems
 from mt_assets.lib.data.pairs import make_pairs
-from mt_assets.lib.lora.training import LoraRecipe, train_adapter
+from mt_assets.lib.lora.recipe import LoraRecipe
+from mt_assets.lib.lora.train_loop import train_adapter
 from mt_assets.lib.translation.translate import translate
 from mt_assets_tests.e2e_support import DEMO_TSV
 

@@ -4,6 +4,8 @@ the adapter it made."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 import os
@@ -17,11 +19,13 @@ import pytest
 
 from mt_assets import cli
 from mt_assets.defs.io_manager import DataLakeIOManager, LakeError
-from mt_assets.defs.training import LINEAGE_FILE, Training, adapter_B
+from mt_assets.defs.training import Training, adapter_B
 from mt_assets.lib.lora import launch
 from mt_assets.lib.hashing import folder_hash, table_hash
 from mt_assets.lib.models.loading import load_causal_lm, load_tokenizer
-from mt_assets.lib.lora.training import SUMMARY_FILE, LoraRecipe, split_validation
+from mt_assets.lib.lora.adapter_folder import LINEAGE_FILE, LOSS_CURVE_FILE, SUMMARY_FILE, read_adapter_log
+from mt_assets.lib.lora.recipe import LoraRecipe, read_recipe, write_recipe
+from mt_assets.lib.lora.train_loop import split_validation
 from mt_assets.lib.translation.translate import translate
 from mt_assets_tests.e2e_support import DEMO_TSV, tiny_base
 from mt_assets_tests.ops_support import write_profile
@@ -70,10 +74,10 @@ def test_negative_process_count_is_refused():
 
 def test_recipe_file_round_trip_and_unknown_fields(tmp_path):
     recipe = replace(LoraRecipe(), r=4, target_modules="all-linear", epochs=1.5)
-    assert launch.read_recipe(launch.write_recipe(recipe, tmp_path / "recipe.json")) == recipe
+    assert read_recipe(write_recipe(recipe, tmp_path / "recipe.json")) == recipe
     (tmp_path / "bad.json").write_text(json.dumps({"r": 4, "rank": 8}))
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['rank'\]"):
-        launch.read_recipe(tmp_path / "bad.json")
+        read_recipe(tmp_path / "bad.json")
 
 
 def test_two_process_ddp_from_the_command_line_without_dagster(tmp_path, untrained_tiny_model):
@@ -139,6 +143,39 @@ def test_adapter_asset_trains_through_pipes(pipes_run, untrained_tiny_model):
     assert materialization.tags["dagster/data_version"] == folder_hash(folder)
     assert not (folder / "checkpoints").exists()
     assert sorted(p.name for p in (lake / ".staging").iterdir()) == []  # inputs and staging cleaned up
+
+
+def test_adapter_reports_its_final_losses_as_numbers_and_its_loss_curve(pipes_run):
+    from PIL import Image
+
+    lake, table, result, logs = pipes_run
+    metadata = result.asset_materializations_for_node("adapter_B")[0].metadata
+    folder = lake / "adapter_B"
+    log = read_adapter_log(folder)
+    trains, evals = log.dropna(subset=["train_loss"]), log.dropna(subset=["eval_loss"])
+    assert len(evals) > 0  # a tenth of train_A held out
+    # full-precision floats, equal to the last losses of the log file
+    for key, column in (("final_train_loss", trains["train_loss"]), ("final_validation_loss", evals["eval_loss"])):
+        assert isinstance(metadata[key], dg.FloatMetadataValue), key
+        assert metadata[key].value == float(column.iloc[-1]), key
+    held_out = split_validation(table, LoraRecipe().validation_fraction, LoraRecipe().seed)[1]
+    assert metadata["validation"].value == f"{len(held_out)} held-out pairs of the training table"
+    # the log as Markdown: one row per logged step, train and validation loss side by side, no nan
+    shown = metadata["training_log"].value
+    assert "nan" not in shown.lower()
+    rows = shown.splitlines()[2:]
+    assert len(rows) == log["step"].nunique()
+    step = int(evals["step"].iloc[-1])
+    row = next(r for r in rows if r.split("|")[1].strip() == str(step))
+    assert f"{evals['eval_loss'].iloc[-1]:.4f}" in row and f"{trains.set_index('step')['train_loss'][step]:.4f}" in row
+    # the loss curve: a valid PNG in the adapter folder (so in its content hash), and shown in the metadata
+    png = (folder / LOSS_CURVE_FILE).read_bytes()
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG" and image.width > 100 and image.height > 100
+    embedded = metadata["loss_curve"]
+    assert isinstance(embedded, dg.MarkdownMetadataValue) and LOSS_CURVE_FILE in embedded.value
+    assert base64.b64decode(embedded.value.split("base64,", 1)[1].split(")", 1)[0]) == png
+    assert result.asset_materializations_for_node("adapter_B")[0].tags["dagster/data_version"] == folder_hash(folder)
 
 
 def test_failing_training_process_fails_the_asset_with_its_error(tmp_path, untrained_tiny_model):

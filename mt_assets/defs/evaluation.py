@@ -15,8 +15,8 @@ from mt_assets.defs.common import GPU_POOL, GPU_TAGS, AtLeastOne
 from mt_assets.defs.io_manager import Folder
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.tables import BLEU_TABLE_SCHEMA, TRANSLATIONS_SCHEMA
-from mt_assets.defs.training import read_adapter_log
 from mt_assets.defs.versioning import versioned
+from mt_assets.lib.lora.adapter_folder import read_adapter_log
 from mt_assets.lib.data import langid
 from mt_assets.lib.scoring.charts import bleu_bars, loss_curves
 from mt_assets.lib.scoring.metrics import score_systems

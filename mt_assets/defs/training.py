@@ -6,7 +6,6 @@ on several GPUs, and the training process's log lines and summary come back as t
 and the asset's metadata.
 """
 
-import json
 import os
 from dataclasses import asdict, fields
 from functools import partial
@@ -19,52 +18,20 @@ from mt_assets.defs.common import GPU_POOL, GPU_TAGS, AtLeastOne, Positive, Seed
 from mt_assets.defs.io_manager import DataLakeIOManager, Folder
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.versioning import versioned
-from mt_assets.lib.lora.checkpoints import remove_mirror, restore_checkpoints
 from mt_assets.lib.hashing import table_hash
+from mt_assets.lib.lora.adapter_folder import (MARKDOWN_KEYS, adapter_metadata, read_adapter_summary, write_lineage,
+                                               write_loss_curve)
+from mt_assets.lib.lora.checkpoints import remove_mirror, restore_checkpoints
+from mt_assets.lib.lora.launch import WATCH_ENV, job_arguments, launch_command
+from mt_assets.lib.lora.recipe import LoraRecipe, field_types as recipe_field_types, write_recipe
 from mt_assets.lib.lora.staging import WorkFolder, checkpoint_mirror, staging_root
-from mt_assets.lib.lora.launch import WATCH_ENV, adapter_metadata, job_arguments, launch_command, write_recipe
-from mt_assets.lib.lora.training import LOG_FILE, SUMMARY_FILE, LoraRecipe, check_prompt_fits, check_recipe_fits_model
-
-LINEAGE_FILE = "lineage.json"
+from mt_assets.lib.lora.train_loop import check_prompt_fits, check_recipe_fits_model
 
 
-class Training(dg.ConfigurableResource):
-    """The LoRA recipe shared by every adapter (see lib.lora.training.LoraRecipe for each field).
-    Defaults are the seed experiment's hyperparameters with one difference: `validation_fraction`
-    (0.1) holds a seeded tenth of each adapter's own training table out of training for its
-    validation loss, so adapter_B trains on 720 of train_A's 800 pairs (the seed trained on all).
-    0 trains on every pair and reports no validation loss. Profiles override what they need."""
 
-    r: int = 16
-    alpha: int = 64
-    dropout: float = 0.1
-    bias: str = "none"
-    target_modules: list[str] | None = None
-    """None: the attention projections PEFT knows for the model (q_proj, v_proj for GPT-Neo);
-    [all-linear]: every linear layer but the output head."""
-    modules_to_save: list[str] | None = None
-    max_length: int = 256
-    batch_size: AtLeastOne = 4
-    gradient_accumulation_steps: AtLeastOne = 1
-    learning_rate: float = 1e-4
-    epochs: Positive = 2.0
-    max_steps: int = -1
-    warmup_ratio: float = 0.0
-    lr_scheduler: str = "linear"
-    weight_decay: float = 0.0
-    mixed_precision: str = "auto"
-    validation_fraction: float = 0.1
-    eval_steps: int | None = None
-    logging_steps: int = 5
-    seed: Seed = 42
-    gradient_checkpointing: bool = False
-    kernels: str = "fast"
-    """fast (fused attention and GELU) or eager: the same results within float rounding."""
-    token_budget: int | None = None
-    """None: batches of batch_size pairs. A number: length-bucketed batches of up to that many padded
-    tokens (e.g. 8192 on an 80 GB GPU, 4096 with gradient_checkpointing on 16 GB); batch_size unused."""
-    loss_impl: str = "auto"
-    """auto, fused or compact (lib.lora.trainer): how the LM head and loss run; the same loss either way."""
+class TrainingRun(dg.ConfigurableResource):
+    """Where and on how many processes adapters train; `Training` adds the recipe's settings."""
+
     staging_dir: str | None = None
     """Where adapters are trained (and checkpointed, for resuming) before they enter the data lake, one
     locked work folder per table, recipe and base model (lib.lora.staging). None: `.staging/` inside a local
@@ -77,10 +44,24 @@ class Training(dg.ConfigurableResource):
     """More `accelerate launch` options, e.g. ["--gpu_ids", "0,1"] or ["--main_process_port", "29501"]."""
 
     def recipe(self) -> LoraRecipe:
-        values = {f.name: getattr(self, f.name) for f in fields(LoraRecipe)}
-        if values["target_modules"] == ["all-linear"]:
-            values["target_modules"] = "all-linear"  # PEFT's keyword, not a module name
-        return LoraRecipe(**values)
+        """The recipe of these settings; LoraRecipe checks them and turns [all-linear] into PEFT's keyword."""
+        return LoraRecipe(**{f.name: getattr(self, f.name) for f in fields(LoraRecipe)})
+
+
+PROFILE_TYPES = {"target_modules": list[str] | None}
+"""Where a profile's type differs from the recipe's: target_modules is a list in a profile ([all-linear]
+for PEFT's keyword); the recipe also takes a string (a regex), which Dagster config cannot type."""
+
+Training = type("Training", (TrainingRun,), {
+    "__module__": __name__,
+    "__doc__": """The LoRA recipe shared by every adapter: one setting per field of lib.lora.recipe.LoraRecipe,
+    with its type, allowed values, bounds and default, plus TrainingRun's. Defaults are the seed
+    experiment's hyperparameters with one difference: `validation_fraction` (0.1) holds a seeded
+    tenth of each adapter's own training table out of training for its validation loss, so adapter_B
+    trains on 720 of train_A's 800 pairs (the seed trained on all). Profiles override what they need.""",
+    "__annotations__": {name: PROFILE_TYPES.get(name, kind) for name, kind in recipe_field_types().items()},
+    **{f.name: f.default for f in fields(LoraRecipe)},
+})
 
 
 def adapter_asset(name: str, training_table: str, description: str) -> dg.AssetsDefinition:
@@ -119,6 +100,7 @@ def adapter_asset(name: str, training_table: str, description: str) -> dg.Assets
             context.log.info(f"Training {name} on {len(table)} pairs of {training_table} (r={recipe.r}, "
                              f"lr={recipe.learning_rate}, epochs={recipe.epochs}) in {work.folder}: {' '.join(command)}")
             dg.PipesSubprocessClient(env=_child_env()).run(context=context, command=command)
+            write_loss_curve(output, name.removeprefix("adapter_"))
             metadata = adapter_metadata(output, run_report)
             read = read_adapter_summary(output)["training_table_hash"]  # the hash of the file the trainer read
             if read != table_hash(table):
@@ -126,9 +108,10 @@ def adapter_asset(name: str, training_table: str, description: str) -> dg.Assets
                                    f"(hash {read[:16]}, not {table_hash(table)[:16]}): was it changed while "
                                    "training? Materialize the asset again")
             lineage = {"training_table": training_table, "training_table_hash": read, **reference}
-            (output / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2))
-        context.add_output_metadata({**metadata, "training_log": dg.MetadataValue.md(metadata["training_log"]),
-                                     "training_table_hash": read, "base_model": lineage["base_model"]})
+            write_lineage(output, lineage)
+        markdown = {key: dg.MetadataValue.md(metadata[key]) for key in MARKDOWN_KEYS}
+        context.add_output_metadata({**metadata, **markdown, "training_table_hash": read,
+                                     "base_model": lineage["base_model"]})
         return versioned(Folder(output, stored=partial(_remove_work, work, mirror)))
 
     return _adapter
@@ -151,15 +134,6 @@ def _child_env() -> dict[str, str]:
 adapter_B = adapter_asset("adapter_B", "train_A", "LoRA adapter trained on train_A (real parallel data).")
 adapter_C = adapter_asset("adapter_C", "synth_B", "LoRA adapter trained on synth_B (teacher-written data only).")
 adapter_D = adapter_asset("adapter_D", "combined_C", "LoRA adapter trained on combined_C (train_A + synth_B).")
-
-
-def read_adapter_log(adapter: Path) -> pd.DataFrame:
-    with (Path(adapter) / LOG_FILE).open() as handle:
-        return pd.read_csv(handle)
-
-
-def read_adapter_summary(adapter: Path) -> dict:
-    return json.loads((Path(adapter) / SUMMARY_FILE).read_text())
 
 
 def loss_check(name: str) -> dg.AssetChecksDefinition:

@@ -21,7 +21,9 @@ from mt_assets.lib.translation.decoding import newline_stop_rule
 from mt_assets.lib.data.pairs import make_pairs
 from mt_assets.lib.translation.prompt import build_prompt
 from mt_assets.lib.lora.trainer import completion_loss
-from mt_assets.lib.lora.training import SUMMARY_FILE, LoraRecipe, train_adapter
+from mt_assets.lib.lora.adapter_folder import SUMMARY_FILE
+from mt_assets.lib.lora.recipe import LoraRecipe
+from mt_assets.lib.lora.train_loop import train_adapter
 from mt_assets.lib.translation.translate import translate
 from mt_assets_tests.e2e_support import DEMO_TSV
 

@@ -8,7 +8,7 @@ import torch
 
 from mt_assets.defs.profiles import build_resources, load_profile
 from mt_assets.lib.models import loading
-from mt_assets.lib.lora.training import LoraRecipe, effective_precision
+from mt_assets.lib.lora.recipe import LoraRecipe, effective_precision
 
 SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
 ICE_LAKE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"

@@ -1,7 +1,7 @@
 """Training checkpoints: which one a run resumes from, and a copy of them on the data lake.
 
 The Trainer writes a checkpoint every `eval_steps` into `<checkpoints>/<run>/checkpoint-N` (`<run>`:
-the start of lib.lora.training.run_fingerprint). A run resumes from the last complete one. Where the
+the start of lib.lora.train_loop.run_fingerprint). A run resumes from the last complete one. Where the
 adapter trains on a disk that may not outlive the run (a pod's local disk, with the data lake on
 object storage), each checkpoint is also copied to a mirror on the lake as soon as it is written
 (`MirrorCheckpoints`), and copied back before training starts (`restore_checkpoints`).

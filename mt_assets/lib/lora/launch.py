@@ -8,7 +8,7 @@ through Dagster Pipes with `accelerate launch`, and that runs the same way from 
 With ``--multi_gpu --num_processes N`` the same command trains with DDP on N GPUs (TRL's
 SFTTrainer reads the ranks that accelerate sets). Every rank trains; only rank 0 writes the adapter
 and reports. Launched by Dagster Pipes, rank 0 sends its progress as log lines; the asset takes its
-metadata from the files rank 0 wrote (`adapter_metadata`), not from a message that a reader could cut
+metadata from the files rank 0 wrote (lib.lora.adapter_folder), not from a message that a reader could cut
 off. Launched from a shell, it prints them. The process ends when the process that launched the run
 ends (`die_with_parent`), so a killed run leaves no trainer writing into its folder.
 
@@ -27,14 +27,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, fields
 from functools import partial
 from pathlib import Path
 
 MODULE = "mt_assets.lib.lora.launch"
-METADATA_KEYS = ("trainable_parameters", "steps", "final_train_loss", "first_train_loss", "validation_loss",
-                 "wall_seconds", "weights_dtype", "mixed_precision")
-"""Summary fields reported as metadata (with the training log as Markdown, the device and world size)."""
 WATCH_ENV = "MT_ASSETS_WATCH_PID"
 """The process id of the process that launched the run (the Dagster step): the trainer ends with it."""
 
@@ -100,27 +96,6 @@ def rank_device(device: str) -> str:
     return device
 
 
-def read_recipe(path: Path | None):
-    """A LoraRecipe from a JSON file of its fields (missing fields keep their defaults)."""
-    from mt_assets.lib.lora.training import LoraRecipe
-
-    if path is None:
-        return LoraRecipe()
-    values = json.loads(Path(path).read_text())
-    known = {f.name for f in fields(LoraRecipe)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"recipe file {path}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
-    if values.get("target_modules") == ["all-linear"]:
-        values["target_modules"] = "all-linear"  # as a profile writes it: PEFT's keyword, not a module name
-    return LoraRecipe(**values)
-
-
-def write_recipe(recipe, path: Path) -> Path:
-    path.write_text(json.dumps(asdict(recipe), indent=2))
-    return path
-
-
 def die_with_parent(poll_s: float = 0.5) -> None:
     """End this process when its parent ends (Linux: the kernel sends SIGKILL, PR_SET_PDEATHSIG), and
     when the process named by $MT_ASSETS_WATCH_PID ends: `accelerate launch` stands between the
@@ -171,26 +146,6 @@ def progress_log() -> Iterator[Callable[[str], None]]:
         yield lambda line: print(line, flush=True)
 
 
-def adapter_metadata(folder: Path, run_report: Path | None = None) -> dict:
-    """What the adapter's materialization records, read from the files rank 0 wrote: the summary
-    fields (the run's own fields from `run_report`), the device, world size and the log as Markdown."""
-    import pandas as pd
-
-    from mt_assets.lib.lora.training import LOG_FILE, SUMMARY_FILE
-
-    summary = json.loads((Path(folder) / SUMMARY_FILE).read_text())
-    if run_report is not None:
-        summary.update(json.loads(Path(run_report).read_text()))
-    log = pd.read_csv(Path(folder) / LOG_FILE)
-    return {
-        **{key: summary.get(key) for key in METADATA_KEYS},
-        "resumed_from": summary.get("resumed_from") or "",
-        "device": summary["device"],
-        "world_size": summary["world_size"],
-        "training_log": log.to_markdown(index=False),
-    }
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -222,8 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from dagster_pipes import PipesEnvVarParamsLoader
 
+    from mt_assets.lib.lora.adapter_folder import MARKDOWN_KEYS, RUN_FIELDS, adapter_metadata
+    from mt_assets.lib.lora.recipe import read_recipe
+    from mt_assets.lib.lora.train_loop import train_adapter
     from mt_assets.lib.models.loading import load_causal_lm, load_tokenizer
-    from mt_assets.lib.lora.training import RUN_FIELDS, train_adapter
 
     args = parse_args(argv)
     die_with_parent()
@@ -247,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.run_report.write_text(json.dumps(run, indent=2))
         elif not PipesEnvVarParamsLoader().is_dagster_pipes_process():
             metadata = adapter_metadata(args.output_dir)
-            print(json.dumps({**{k: v for k, v in metadata.items() if k != "training_log"}, **run}, indent=2),
+            print(json.dumps({**{k: v for k, v in metadata.items() if k not in MARKDOWN_KEYS}, **run}, indent=2),
                   flush=True)
     return 0
 

@@ -20,13 +20,10 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-LOSS_IMPLS = ("auto", "fused", "compact")
-
 
 def resolve_loss_impl(loss_impl: str, device: str) -> str:
-    """"fused" or "compact" for a recipe's `loss_impl` on `device`."""
-    if loss_impl not in LOSS_IMPLS:
-        raise ValueError(f"unknown loss_impl {loss_impl!r} (setting training.loss_impl): use one of {LOSS_IMPLS}")
+    """"fused" or "compact" for a recipe's `loss_impl` (one of lib.lora.recipe.LOSS_IMPLS, checked
+    there) on `device`."""
     if loss_impl != "auto":
         return loss_impl
     from transformers.utils import is_triton_available

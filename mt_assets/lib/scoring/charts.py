@@ -53,3 +53,10 @@ def loss_curves(logs: Mapping[str, pd.DataFrame]) -> bytes:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     return _png(figure)
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    """A PNG as a Markdown image embedded in the text (a data URL), as Dagster's UI shows metadata."""
+    import base64
+
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"

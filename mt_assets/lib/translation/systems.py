@@ -11,11 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from mt_assets.lib.hashing import folder_hash, table_hash
+from mt_assets.lib.lora.adapter_folder import LINEAGE_FILE
 from mt_assets.lib.translation.translate import check_adapter_folder, translate
 
-LINEAGE_FILE = "lineage.json"
-"""The file of an adapter folder where training records its training table, that table's hash and
-the base model (lib.lora writes it)."""
 NO_ADAPTER = {"adapter": "", "adapter_hash": "", "training_table": "", "training_table_hash": ""}
 """The lineage columns of a system without an adapter (the base model, zero-shot)."""
 

@@ -1,5 +1,6 @@
-"""LoRA fine-tuning with TRL's SFTTrainer and PEFT: the recipe, its mapping to PEFT/TRL objects,
-and one `train_adapter` used for every adapter (B, C, D)."""
+"""The LoRA training loop: one `train_adapter` used for every adapter (B, C, D), with TRL's SFTTrainer
+and PEFT set up from the recipe (lib.lora.recipe), the checks that run before it trains, and the
+files it leaves in the adapter folder (lib.lora.adapter_folder)."""
 
 from __future__ import annotations
 
@@ -13,146 +14,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from mt_assets.lib.lora.checkpoints import (last_checkpoint, load_final_checkpoint, mirror_callback, remove_other_runs,
-                                      training_ended)
 from mt_assets.lib.hashing import table_hash
+from mt_assets.lib.lora.adapter_folder import training_log, write_training_files
+from mt_assets.lib.lora.checkpoints import (last_checkpoint, load_final_checkpoint, mirror_callback, remove_other_runs,
+                                            training_ended)
+from mt_assets.lib.lora.recipe import LoraRecipe, effective_precision, peft_config, sft_config
 from mt_assets.lib.translation.prompt import build_completion, build_prompt
 
-LOG_FILE = "training_log.csv"
-SUMMARY_FILE = "training_summary.json"
 CHECKPOINTS_DIR = "checkpoints"
 """Where checkpoints go while training (by default under the output folder): one folder per run fingerprint."""
-RUN_FIELDS = ("wall_seconds", "resumed_from", "mean_train_loss")
-"""Summary fields that differ between runs training the same adapter (the mean loss is over the steps
-this run trained, after the checkpoint it resumed): returned and reported, but
-kept out of the adapter folder's training_summary.json, so a retrained identical adapter hashes the same."""
-
-
-@dataclass(frozen=True)
-class LoraRecipe:
-    """LoRA hyperparameters. The defaults are the seed experiment's, except that `validation_fraction`
-    holds a tenth of the training table out for validation loss (the seed trained on all of it)."""
-
-    r: int = 16
-    alpha: int = 64
-    dropout: float = 0.1
-    bias: str = "none"
-    target_modules: list[str] | str | None = None
-    """None: the model's attention projections (q_proj, v_proj for GPT-Neo, as PEFT maps them)."""
-    modules_to_save: list[str] | None = None
-    """Whole modules trained beside the adapters, e.g. ["wte"] for the tiny demo model."""
-    max_length: int = 256
-    batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    epochs: float = 2.0
-    max_steps: int = -1
-    warmup_ratio: float = 0.0
-    lr_scheduler: str = "linear"
-    weight_decay: float = 0.0
-    mixed_precision: str = "auto"
-    """auto: bf16 on GPUs that support it, fp16 on older GPUs, bf16 on CPUs with AMX or AVX512-BF16,
-    none on other CPUs; or bf16, fp16 (GPU only), no."""
-    validation_fraction: float = 0.1
-    """Held-out share of the adapter's own training table for validation loss (never test_A); those
-    pairs are not trained on. 0: train on every pair, no validation loss."""
-    eval_steps: int | None = None
-    """Steps between validation losses; None: twice per epoch."""
-    logging_steps: int = 5
-    seed: int = 42
-    gradient_checkpointing: bool = False
-    """Recompute activations in the backward pass: less memory (16 GB GPUs), about a third more compute."""
-    kernels: str = "fast"
-    """fast: PyTorch's fused attention (SDPA) and GELU for GPT-Neo (lib.translation.kernels), eager's results
-    within float rounding; eager: transformers' own."""
-    token_budget: int | None = None
-    """None: batches of batch_size pairs, as the seed. A number: length-bucketed batches of at most that
-    many padded tokens (rows x longest row, at least max_length), reshuffled every epoch, and
-    batch_size is unused. Fewer, larger steps than batch_size 4: set learning_rate and epochs for them."""
-    loss_impl: str = "auto"
-    """How the LM head and loss run (lib.lora.trainer): fused (TRL's chunked kernel), compact (the labelled
-    rows only), or auto: fused on CUDA, compact elsewhere. The same loss either way."""
-
-    def __post_init__(self) -> None:
-        if self.kernels not in ("fast", "eager"):
-            raise ValueError(f"unknown kernels {self.kernels!r} (setting training.kernels): use fast or eager")
-        if self.loss_impl not in ("auto", "fused", "compact"):
-            raise ValueError(f"unknown loss_impl {self.loss_impl!r} (setting training.loss_impl): use auto, fused "
-                             "or compact")
-        if self.token_budget is not None and self.token_budget < self.max_length:
-            raise ValueError(f"token_budget {self.token_budget} is less than max_length {self.max_length} "
-                             "(settings training.token_budget, training.max_length): a long pair would not fit")
-
-
-def peft_config(recipe: LoraRecipe):
-    """The PEFT LoraConfig for a recipe (causal LM task)."""
-    from peft import LoraConfig, TaskType
-
-    return LoraConfig(r=recipe.r, lora_alpha=recipe.alpha, lora_dropout=recipe.dropout, bias=recipe.bias,
-                      target_modules=recipe.target_modules, modules_to_save=recipe.modules_to_save,
-                      task_type=TaskType.CAUSAL_LM)
-
-
-def precision_flags(recipe: LoraRecipe, device: str) -> dict[str, bool]:
-    """TRL/transformers bf16/fp16 flags for the recipe's mixed precision on a device."""
-    mode = effective_precision(recipe, device)
-    return {"bf16": mode == "bf16", "fp16": mode == "fp16"}
-
-
-def effective_precision(recipe: LoraRecipe, device: str) -> str:
-    """"bf16", "fp16" or "no": what the recipe's `mixed_precision` means on `device`."""
-    from mt_assets.lib.models.loading import cpu_has_bf16
-
-    mode = recipe.mixed_precision
-    if mode == "auto":
-        if not device.startswith("cuda"):
-            mode = "bf16" if device == "cpu" and cpu_has_bf16() else "no"
-        else:
-            mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if mode not in ("no", "bf16", "fp16"):
-        raise ValueError(f"unknown mixed_precision {mode!r} (setting training.mixed_precision): use auto, bf16, fp16 or no")
-    if mode == "fp16" and not device.startswith("cuda"):
-        raise ValueError(f"mixed_precision fp16 needs a GPU; this run is on {device} (setting "
-                         "training.mixed_precision): use bf16 or no")
-    return mode
-
-
-def sft_config(recipe: LoraRecipe, output_dir: Path, device: str, steps_per_epoch: int, has_validation: bool):
-    """The TRL SFTConfig for a recipe: prompt-completion data, loss on the completion only."""
-    from trl import SFTConfig
-
-    eval_steps = recipe.eval_steps or max(1, steps_per_epoch // 2)
-    return SFTConfig(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=recipe.batch_size,
-        per_device_eval_batch_size=recipe.batch_size,
-        gradient_accumulation_steps=recipe.gradient_accumulation_steps,
-        learning_rate=recipe.learning_rate,
-        num_train_epochs=recipe.epochs,
-        max_steps=recipe.max_steps,
-        warmup_steps=recipe.warmup_ratio,  # a float in [0, 1) is a share of the steps
-        lr_scheduler_type=recipe.lr_scheduler,
-        weight_decay=recipe.weight_decay,
-        max_length=recipe.max_length,
-        completion_only_loss=True,
-        logging_steps=recipe.logging_steps,
-        logging_first_step=True,
-        eval_strategy="steps" if has_validation else "no",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=2,
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-        report_to=[],
-        disable_tqdm=True,
-        gradient_checkpointing=recipe.gradient_checkpointing,
-        use_cpu=not device.startswith("cuda"),
-        dataloader_num_workers=0,
-        **precision_flags(recipe, device),
-    )
 
 
 def to_prompt_completion(table: pd.DataFrame) -> list[dict[str, str]]:
@@ -313,8 +184,6 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
         trainer.model.save_pretrained(output_dir)
         tokenizer.save_pretrained(output_dir)
     log = training_log(trainer.state.log_history)
-    if writer:
-        log.to_csv(output_dir / LOG_FILE, index=False)
     trainable, total = _count_parameters(trainer.model)
     evals = log.dropna(subset=["eval_loss"])
     trains = log.dropna(subset=["train_loss"])
@@ -339,17 +208,8 @@ def train_adapter(model, tokenizer, table: pd.DataFrame, recipe: LoraRecipe, out
         "recipe": asdict(recipe),
     }
     if writer:
-        kept = {key: value for key, value in summary.items() if key not in RUN_FIELDS}
-        (output_dir / SUMMARY_FILE).write_text(json.dumps(kept, indent=2))
+        write_training_files(output_dir, log, summary)
     return TrainingResult(log=log, summary=summary)
-
-
-def training_log(history: list[dict]) -> pd.DataFrame:
-    """Trainer log history as a table: step, epoch, train_loss, eval_loss."""
-    rows = [{"step": h.get("step"), "epoch": h.get("epoch"), "train_loss": h.get("loss"), "eval_loss": h.get("eval_loss")}
-            for h in history if "loss" in h or "eval_loss" in h]
-    return pd.DataFrame(rows, columns=["step", "epoch", "train_loss", "eval_loss"]).astype(
-        {"train_loss": float, "eval_loss": float})
 
 
 def _steps_per_epoch(tokenizer, train: pd.DataFrame, recipe: LoraRecipe) -> int:
