@@ -19,7 +19,7 @@ from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.data import corpus
 from mt_assets.lib.models import loading
-from mt_assets.lib.synth import generation
+from mt_assets.lib.synth import filters, generation, planning
 from mt_assets.lib.data import validators
 from mt_assets.lib.synth import teachers as lib_teacher
 from mt_assets.lib.data.sampling import all_pairs
@@ -140,12 +140,12 @@ class Synthesis(dg.ConfigurableResource):
     cache_dir: str = "data_lake/.teacher_cache"
     """One file per answered request: a rerun sends only what is missing."""
 
-    def config(self) -> generation.SynthConfig:
-        return generation.SynthConfig(
+    def config(self) -> planning.SynthConfig:
+        return planning.SynthConfig(
             size=self.size, size_factor=self.size_factor, pairs_per_request=self.pairs_per_request,
             max_requests=self.max_requests, budget_factor=self.budget_factor, topics=tuple(self.topics),
             few_shot=self.few_shot, seed=self.seed,
-            filters=generation.FilterConfig(max_chars=self.max_chars, max_length_ratio=self.max_length_ratio,
+            filters=filters.FilterConfig(max_chars=self.max_chars, max_length_ratio=self.max_length_ratio,
                                        check_language=self.check_language),
         )
 
@@ -203,7 +203,7 @@ def combined_C(context: dg.AssetExecutionContext, train_A: pd.DataFrame,
                 description="No synth_B source or target occurs in test_A (contamination). Blocking: adapters "
                 "trained on contaminated data would be scored on their own training sentences.")
 def no_test_contamination(synth_B: pd.DataFrame, test_A: pd.DataFrame) -> dg.AssetCheckResult:
-    return check_result(generation.contamination(synth_B, test_A))
+    return check_result(filters.contamination(synth_B, test_A))
 
 
 @dg.asset_check(asset="synth_B", additional_ins={"train_A": dg.AssetIn("train_A")},

@@ -12,25 +12,18 @@ import pytest
 from mt_assets.lib.data import langid
 from mt_assets.lib.data.pairs import PAIR_COLUMNS, PairSchema, make_pairs
 from mt_assets.lib.data.text import near_key, normalize_text
+from mt_assets.lib.synth.cache import RequestCache
+from mt_assets.lib.synth.filters import FILTER_REASONS, FilterConfig, PairFilter, contamination, length_ratio
 from mt_assets.lib.synth.generation import (
-    FILTER_REASONS,
     REPORT_KEYS,
     SYNTH_COLUMNS,
-    FilterConfig,
-    MalformedReply,
-    PairFilter,
-    RequestCache,
-    RequestPlanner,
-    SynthConfig,
     SynthesisShortfall,
     combine_train_synth,
-    contamination,
     generate_synthetic,
-    length_ratio,
-    near_key,
-    parse_reply,
     topic_distribution,
 )
+from mt_assets.lib.synth.parsing import MalformedReply, parse_reply
+from mt_assets.lib.synth.planning import RequestPlanner, SynthConfig
 from mt_assets.lib.synth.prompt import DEFAULT_TOPICS, REPLY_SCHEMA, build_messages, language_name
 from mt_assets.lib.synth.teachers import OpenAITeacher, OracleTeacher, RetryPolicy, TeacherConfigError
 from mt_assets_tests.loopback_teacher import (
