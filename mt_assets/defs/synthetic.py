@@ -21,7 +21,7 @@ from mt_assets.lib.data import corpus
 from mt_assets.lib.models import loading
 from mt_assets.lib.synth import filters, generation, planning
 from mt_assets.lib.data import validators
-from mt_assets.lib.synth import teachers as lib_teacher
+from mt_assets.lib.synth.teachers import base as teacher_base, local_transformers, openai_compatible, oracle
 from mt_assets.lib.data.sampling import all_pairs
 from mt_assets.lib.synth.prompt import DEFAULT_TOPICS
 
@@ -47,8 +47,8 @@ class OpenAICompatibleTeacher(Teacher):
     base_url_env: str | None = None
     """Instead of base_url: the name of an environment variable holding it, for a URL that carries
     credentials (user:password@, ?token=), which then appears in no setting either."""
-    model: str = lib_teacher.DEFAULT_TEACHER_MODEL
-    api_key_env: str | None = lib_teacher.DEFAULT_API_KEY_ENV
+    model: str = openai_compatible.DEFAULT_TEACHER_MODEL
+    api_key_env: str | None = openai_compatible.DEFAULT_API_KEY_ENV
     max_concurrency: int = 4
     timeout_s: float = 120.0
     temperature: float = 0.7
@@ -71,15 +71,15 @@ class OpenAICompatibleTeacher(Teacher):
         if self.base_url_env:
             base_url = os.environ.get(self.base_url_env, "").strip()
             if not base_url or self.base_url:
-                raise lib_teacher.TeacherConfigError(
+                raise teacher_base.TeacherConfigError(
                     f"setting teacher.base_url_env names environment variable {self.base_url_env}, which is "
                     "not set: export it with the teacher's API root, e.g. http://localhost:8000/v1"
                     if not base_url else "set one of teacher.base_url and teacher.base_url_env, not both")
-        return lib_teacher.OpenAITeacher(
+        return openai_compatible.OpenAITeacher(
             base_url=base_url, model=self.model, api_key_env=self.api_key_env,
             max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, temperature=self.temperature,
             json_schema=self.json_schema,
-            retry=lib_teacher.RetryPolicy(max_attempts=self.max_attempts, backoff_base_s=self.backoff_base_s,
+            retry=openai_compatible.RetryPolicy(max_attempts=self.max_attempts, backoff_base_s=self.backoff_base_s,
                                       backoff_max_s=self.backoff_max_s, max_retry_after_s=self.max_retry_after_s),
         )
 
@@ -99,7 +99,7 @@ class TransformersTeacherModel(Teacher):
                                           setting="teacher.name_or_path"),
                     loading.load_tokenizer(self.name_or_path, self.revision))
 
-        return lib_teacher.TransformersTeacher(loader=loader, model_name=self.name_or_path, temperature=self.temperature)
+        return local_transformers.TransformersTeacher(loader=loader, model_name=self.name_or_path, temperature=self.temperature)
 
 
 class OracleTeacherCorpus(Teacher):
@@ -118,7 +118,7 @@ class OracleTeacherCorpus(Teacher):
         rows = corpus.read_local(self.format, Path(self.path), source_lang, target_lang,
                                  self.source_column, self.target_column)
         pool, _ = all_pairs(rows, source_lang, target_lang, f"{Path(self.path).name}:{self.format}")
-        return lib_teacher.OracleTeacher(pool, train=train_A, test=test_A)
+        return oracle.OracleTeacher(pool, train=train_A, test=test_A)
 
 
 class Synthesis(dg.ConfigurableResource):

@@ -25,7 +25,9 @@ from mt_assets.lib.synth.generation import (
 from mt_assets.lib.synth.parsing import MalformedReply, parse_reply
 from mt_assets.lib.synth.planning import RequestPlanner, SynthConfig
 from mt_assets.lib.synth.prompt import DEFAULT_TOPICS, REPLY_SCHEMA, build_messages, language_name
-from mt_assets.lib.synth.teachers import OpenAITeacher, OracleTeacher, RetryPolicy, TeacherConfigError
+from mt_assets.lib.synth.teachers.base import TeacherConfigError
+from mt_assets.lib.synth.teachers.openai_compatible import OpenAITeacher, RetryPolicy
+from mt_assets.lib.synth.teachers.oracle import OracleTeacher
 from mt_assets_tests.loopback_teacher import (
     CONTENT_FAULTS,
     INJECTION_PAIR,

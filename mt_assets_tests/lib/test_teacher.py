@@ -14,16 +14,10 @@ import pytest
 
 from mt_assets.lib.data.pairs import make_pairs
 from mt_assets.lib.synth.prompt import build_messages
-from mt_assets.lib.synth.teachers import (
-    ChatTeacher,
-    OpenAITeacher,
-    OracleTeacher,
-    RetryPolicy,
-    TeacherConfigError,
-    TeacherUnavailableError,
-    TransformersTeacher,
-    parse_retry_after,
-)
+from mt_assets.lib.synth.teachers.base import ChatTeacher, TeacherConfigError, TeacherUnavailableError
+from mt_assets.lib.synth.teachers.local_transformers import TransformersTeacher
+from mt_assets.lib.synth.teachers.openai_compatible import OpenAITeacher, RetryPolicy, parse_retry_after
+from mt_assets.lib.synth.teachers.oracle import OracleTeacher
 from mt_assets_tests.loopback_teacher import Fault, LoopbackTeacher
 
 SECRET = "sk-test-SECRET-4f9c2e"

@@ -40,7 +40,8 @@ from mt_assets.lib.synth.cache import RequestCache
 from mt_assets.lib.synth.filters import FILTER_REASONS, PairFilter
 from mt_assets.lib.synth.parsing import MalformedReply, parse_reply
 from mt_assets.lib.synth.planning import PlannedRequest, RequestPlanner, SynthConfig
-from mt_assets.lib.synth.teachers import ChatTeacher, OracleTeacher
+from mt_assets.lib.synth.teachers.base import ChatTeacher
+from mt_assets.lib.synth.teachers.oracle import OracleTeacher
 
 SYNTH_COLUMNS = [*PAIR_COLUMNS, "topic"]
 """Columns of synth_B and combined_C: a pair table plus the topic each pair was asked for."""

@@ -1,14 +1,5 @@
-"""Teachers: what writes synthetic sentence pairs. Plain classes, no Dagster.
-
-Two kinds:
-
-* chat teachers answer a prompt (``synth_prompt.build_messages``) with text, through one
-  protocol, ``ChatTeacher``: ``request(messages, *, seed, n) -> str``. ``OpenAITeacher`` talks to
-  any OpenAI-compatible chat-completions endpoint (vLLM, TGI, Ollama, HF Inference Providers,
-  OpenAI); ``TransformersTeacher`` runs a model in-process. Their replies are cached per request
-  by ``synth.generate_synthetic``.
-* ``OracleTeacher`` serves real pairs from a held-out pool, disjoint from train_A and test_A: the
-  offline default and the perfect-teacher control. Its rows' origin says ``synthetic:oracle:...``.
+"""A teacher behind any OpenAI-compatible chat-completions endpoint (vLLM, TGI, Ollama, HF Inference
+Providers, OpenAI), through the official ``openai`` client.
 
 Secrets: the API key is read from a named environment variable at call time and never written
 into an exception, a log record or a repr (the server's error text is left out of 401/403
@@ -30,12 +21,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
-import pandas as pd
-
-from mt_assets.lib.data.pairs import PAIR_COLUMNS
-from mt_assets.lib.data.text import sentence_key
+from mt_assets.lib.synth.teachers.base import Messages, TeacherConfigError, TeacherUnavailableError
 from mt_assets.lib.urls import credential_parts, redact_logged_urls, redact_url
 
 log = logging.getLogger(__name__)
@@ -45,38 +33,6 @@ DEFAULT_API_KEY_ENV = "MT_TEACHER_API_KEY"
 NO_AUTH_KEY = "no-key"
 """Sent as the API key when ``api_key_env`` is None (local servers without authentication)."""
 
-Messages = Sequence[Mapping[str, str]]
-
-
-class TeacherError(RuntimeError):
-    """A teacher could not answer. The message names the setting at fault and what to do."""
-
-
-class TeacherConfigError(TeacherError):
-    """A setting is wrong (missing key, rejected key, unknown model, invalid request): not retried."""
-
-
-class TeacherUnavailableError(TeacherError):
-    """The teacher kept failing (timeouts, refused connections, 429/5xx) after every retry."""
-
-
-@runtime_checkable
-class ChatTeacher(Protocol):
-    """What ``synth.generate_synthetic`` needs from a chat teacher."""
-
-    backend: str
-    """Back-end name for the cache key and the origin column: ``openai``, ``transformers``."""
-    model: str
-    max_concurrency: int
-
-    def cache_identity(self) -> dict:
-        """Settings that change the reply besides messages and seed (back end, model, sampling)."""
-
-    def request(self, messages: Messages, *, seed: int, n: int) -> str:
-        """The reply text for one prompt asking for ``n`` pairs, sampled with ``seed``."""
-
-
-# --- retries -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -168,7 +124,7 @@ class OpenAITeacher:
     tokens_base: int = 256
     tokens_per_pair: int = 128
     json_schema: bool = False
-    """Send ``response_format`` with ``synth_prompt.REPLY_SCHEMA`` (vLLM, OpenAI support it)."""
+    """Send ``response_format`` with ``prompt.REPLY_SCHEMA`` (vLLM, OpenAI support it)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
 
@@ -375,142 +331,3 @@ class OpenAITeacher:
         if not isinstance(content, str):
             raise _InvalidResponse("content is not text")
         return content
-
-
-# --- in-process transformers model -----------------------------------------------------------
-
-class TransformersTeacher:
-    """A causal LM run in-process: pass a loaded ``model`` and ``tokenizer``, or a ``loader``
-    returning ``(model, tokenizer)`` (the base model's loader), called on the first request.
-
-    The prompt is the tokenizer's chat template when it has one, else a plain
-    "System: ... / User: ... / Assistant:" transcript. ``seed`` seeds torch before sampling.
-    ``model_name`` (required with a loader, so cached requests need no model load) names the
-    model in the cache key and the origin column.
-    """
-
-    backend = "transformers"
-    max_concurrency = 1
-
-    def __init__(self, model=None, tokenizer=None, *, loader: Callable[[], tuple[Any, Any]] | None = None,
-                 model_name: str | None = None, max_new_tokens: int | None = None,
-                 tokens_per_pair: int = 96, tokens_base: int = 64, temperature: float = 0.7,
-                 top_p: float = 0.95, do_sample: bool = True):
-        if (model is None) != (tokenizer is None):
-            raise TeacherConfigError("TransformersTeacher needs both model and tokenizer (or a loader)")
-        if model is None and loader is None:
-            raise TeacherConfigError("TransformersTeacher needs a model and tokenizer, or a loader")
-        if model is None and not model_name:
-            raise TeacherConfigError("TransformersTeacher with a loader needs model_name (the cache key)")
-        self._model, self._tokenizer, self._loader = model, tokenizer, loader
-        self.model = model_name or getattr(model, "name_or_path", None) or type(model).__name__
-        self.max_new_tokens = max_new_tokens
-        self.tokens_per_pair, self.tokens_base = tokens_per_pair, tokens_base
-        self.temperature, self.top_p, self.do_sample = temperature, top_p, do_sample
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"TransformersTeacher(model={self.model!r}, loaded={self._model is not None})"
-
-    def cache_identity(self) -> dict:
-        return {
-            "backend": self.backend, "model": self.model, "max_new_tokens": self.max_new_tokens,
-            "tokens_per_pair": self.tokens_per_pair, "tokens_base": self.tokens_base,
-            "temperature": self.temperature, "top_p": self.top_p, "do_sample": self.do_sample,
-        }
-
-    def _loaded(self):
-        if self._model is None:
-            self._model, self._tokenizer = self._loader()
-        return self._model, self._tokenizer
-
-    @staticmethod
-    def render_prompt(tokenizer, messages: Messages) -> tuple[str, bool]:
-        """The prompt text and whether it came from the chat template (which adds its own BOS)."""
-        if getattr(tokenizer, "chat_template", None):
-            text = tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False,
-                                                 add_generation_prompt=True)
-            return text, True
-        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-        return "\n\n".join(lines) + "\n\nAssistant:", False
-
-    def request(self, messages: Messages, *, seed: int, n: int) -> str:
-        import torch
-
-        with self._lock:
-            model, tokenizer = self._loaded()
-            prompt, templated = self.render_prompt(tokenizer, messages)
-            inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not templated)
-            device = getattr(model, "device", None)
-            if device is not None:
-                inputs = {k: v.to(device) for k, v in inputs.items()}
-            torch.manual_seed(seed)
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            generate_kwargs = {
-                "max_new_tokens": self.max_new_tokens or self.tokens_base + self.tokens_per_pair * n,
-                "do_sample": self.do_sample, "pad_token_id": pad,
-            }
-            if self.do_sample:
-                generate_kwargs.update(temperature=self.temperature, top_p=self.top_p)
-            with torch.no_grad():
-                output = model.generate(**inputs, **generate_kwargs)
-            new_tokens = output[0, inputs["input_ids"].shape[1]:]
-            return tokenizer.decode(new_tokens, skip_special_tokens=True)
-
-
-# --- oracle: real pairs from a held-out pool ---------------------------------------------------
-
-ORACLE_TOPIC = "unspecified"
-
-
-class OracleTeacher:
-    """Serves real pairs from ``pool`` that are disjoint from ``train`` and ``test``.
-
-    Removed from the pool (and counted in ``excluded``): pairs whose id is in train or test, and
-    pairs whose source or target (normalised, case-folded) occurs on either side of train or
-    test. ``pairs(seed)`` is the rest in a seeded random order, with a ``topic`` column (the pool's,
-    else "unspecified") and origin ``synthetic:oracle:<pool origin>``. This is the
-    perfect-teacher upper bound: real human translations, labelled as such.
-    """
-
-    backend = "oracle"
-
-    def __init__(self, pool: pd.DataFrame, *, train: pd.DataFrame, test: pd.DataFrame):
-        missing = [c for c in PAIR_COLUMNS if c not in pool.columns]
-        if missing:
-            raise ValueError(f"oracle pool lacks column(s) {missing}; it must be a pair table (lib.data.pairs)")
-        if pool.empty:
-            raise ValueError("oracle pool is empty: point the oracle at a held-out corpus with pairs")
-        langs = {(s, t) for s, t in zip(pool["source_lang"], pool["target_lang"])}
-        wanted = {(s, t) for s, t in zip(train["source_lang"], train["target_lang"])}
-        if len(wanted) == 1 and langs != wanted:
-            raise ValueError(f"oracle pool languages {sorted(langs)} differ from train_A's {sorted(wanted)}")
-        taken_ids = set(train["pair_id"]) | set(test["pair_id"])
-        taken_texts: set[str] = set()
-        for frame in (train, test):
-            for column in ("source", "target"):
-                taken_texts.update(map(sentence_key, frame[column]))
-        by_id = pool["pair_id"].isin(taken_ids)
-        by_text = ~by_id & (
-            pool["source"].map(sentence_key).isin(taken_texts)
-            | pool["target"].map(sentence_key).isin(taken_texts)
-        )
-        self.excluded = {"pool_rows": len(pool), "excluded_pair_in_train_or_test": int(by_id.sum()),
-                         "excluded_text_in_train_or_test": int(by_text.sum())}
-        eligible = pool[~by_id & ~by_text].reset_index(drop=True)
-        self.excluded["eligible"] = len(eligible)
-        self._eligible = eligible
-        origins = sorted(set(eligible["origin"])) or sorted(set(pool["origin"]))
-        self.model = "+".join(origins)
-
-    def __repr__(self) -> str:
-        return f"OracleTeacher(pool={self.model!r}, eligible={len(self._eligible)})"
-
-    def pairs(self, seed: int) -> pd.DataFrame:
-        """Every eligible pool pair in a seeded order, as a pair table with ``topic``."""
-        frame = self._eligible.sample(frac=1.0, random_state=seed).reset_index(drop=True)
-        topic = frame["topic"] if "topic" in frame.columns else ORACLE_TOPIC
-        out = frame[PAIR_COLUMNS].copy()
-        out["origin"] = "synthetic:oracle:" + frame["origin"].astype(str)
-        out["topic"] = topic
-        return out
