@@ -137,7 +137,7 @@ def test_a_storm_of_429s_is_ridden_out(key):
     "fault",
     [
         Fault("server_error"),
-        Fault("hang", seconds=1.5),
+        Fault("hang", seconds=4.0),
         Fault("truncated_body"),
         Fault("invalid_http_json"),
         Fault("rate_limit"),  # no Retry-After: exponential backoff
@@ -145,6 +145,8 @@ def test_a_storm_of_429s_is_ridden_out(key):
     ids=lambda f: f.kind,
 )
 def test_transient_faults_are_retried(key, fault):
+    """The client's own retries (its backoff: about 0.5 s, then 1 s) answer on the third attempt;
+    a hang is cut short by timeout_s, long before the server would answer."""
     with serve(faults={0: fault, 1: fault}) as server:
         teacher = make_teacher(server, timeout_s=0.3)
         start = time.monotonic()
@@ -153,7 +155,7 @@ def test_transient_faults_are_retried(key, fault):
         assert reply_pairs(reply) == server.clean_pairs(4)
         assert server.count == 3
         assert teacher.stats["retries"] == 2
-        assert elapsed < 1.5, f"took {elapsed:.2f} s: the timeout did not cut the hang short"
+        assert elapsed < 4.0, f"took {elapsed:.2f} s: the timeout did not cut the hang short"
 
 
 def test_a_reply_cut_off_at_the_token_limit_is_returned_and_counted_not_retried(key):

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import sys
 import threading
 import time
 from collections import Counter
@@ -36,12 +37,17 @@ NO_AUTH_KEY = "no-key"
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded retries with exponential backoff and jitter; Retry-After is honoured.
+    """How often a request is tried, and how long this module waits where the client does not.
 
-    Attempt k (1-based) that fails retryably waits ``min(backoff_max_s, backoff_base_s * 2**(k-1))``
-    scaled by a random factor in [0.5, 1], unless the server sent Retry-After (seconds or an HTTP
-    date, or ``retry-after-ms``): then that long plus up to 10 %. A Retry-After over
-    ``max_retry_after_s`` fails at once rather than stall the run.
+    ``max_attempts`` bounds every attempt of one request: the ``openai`` client's own retries
+    (timeouts, refused connections, 408/409/429, 5xx, with its exponential backoff from 0.5 s to
+    8 s and its Retry-After handling up to 2 minutes) and ours (below) together.
+    ``backoff_base_s``/``backoff_max_s`` set what the client has no setting for: the pause every
+    thread of the teacher takes after a 429 without Retry-After, and the wait before retrying a
+    reply that is not a chat completion. Attempt k waits ``min(backoff_max_s, backoff_base_s *
+    2**(k-1))`` scaled by a random factor in [0.5, 1]. A Retry-After over ``max_retry_after_s``
+    fails at once rather than stall the run; one the client will not wait for (over 2 minutes)
+    but within ``max_retry_after_s`` is waited out here.
     """
 
     max_attempts: int = 6
@@ -51,9 +57,11 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError(f"retry.max_attempts={self.max_attempts} must be at least 1")
+            raise ValueError(f"setting max_attempts={self.max_attempts} must be at least 1")
         if self.backoff_base_s < 0 or self.backoff_max_s < 0:
-            raise ValueError("retry.backoff_base_s and retry.backoff_max_s must be >= 0")
+            raise ValueError("settings backoff_base_s and backoff_max_s must be >= 0")
+        if self.max_retry_after_s < 0:
+            raise ValueError(f"setting max_retry_after_s={self.max_retry_after_s} must be >= 0")
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
@@ -99,6 +107,35 @@ class _InvalidResponse(Exception):
     """A 200 whose body is not a chat completion (a proxy's HTML page, a cut-off body)."""
 
 
+def _attempt_watching_client():
+    """The ``openai`` client's default HTTP client class, reporting every attempt to its teacher:
+    the client retries inside ``chat.completions.create``, and ``send`` is where each attempt is
+    seen (to wait for another thread's 429 pause, and to count what went wrong)."""
+    import openai
+
+    http = sys.modules[openai.DefaultHttpxClient.__mro__[1].__module__.split(".")[0]]
+
+    class AttemptWatchingClient(openai.DefaultHttpxClient):
+        def __init__(self, teacher: OpenAITeacher, **kwargs):
+            super().__init__(**kwargs)
+            self.teacher = teacher
+
+        def send(self, request, **kwargs):
+            self.teacher._before_attempt()
+            try:
+                response = super().send(request, **kwargs)
+            except http.TimeoutException as err:
+                self.teacher._after_failure("timeouts", type(err).__name__)
+                raise
+            except http.RequestError as err:
+                self.teacher._after_failure("connection_errors", type(err).__name__)
+                raise
+            self.teacher._after_response(response.status_code, response.headers)
+            return response
+
+    return AttemptWatchingClient
+
+
 # --- OpenAI-compatible endpoint --------------------------------------------------------------
 
 @dataclass
@@ -109,8 +146,9 @@ class OpenAITeacher:
     ``https://router.huggingface.co/v1`` (HF Inference Providers). The key comes from the
     environment variable named by ``api_key_env`` (None: a server without authentication).
     ``max_tokens=None`` allows ``tokens_base + tokens_per_pair * n`` tokens for n pairs.
-    The client's own retries are off; ``retry`` governs them, shared across threads: a 429 pauses
-    every thread of this teacher for the Retry-After (or backoff) delay.
+    The client retries transport faults, 429 and 5xx itself; ``retry`` bounds all attempts and
+    sets what the client lacks: a 429 pauses every thread of this teacher for the Retry-After (or
+    backoff) delay, and a 200 that is not a chat completion is retried.
     """
 
     base_url: str = field(repr=False)
@@ -135,6 +173,7 @@ class OpenAITeacher:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _not_before: float = field(default=0.0, init=False, repr=False, compare=False)
     _rng: random.Random = field(default_factory=random.Random, init=False, repr=False, compare=False)
+    _local: threading.local = field(default_factory=threading.local, init=False, repr=False, compare=False)
     stats: Counter = field(default_factory=Counter, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -187,12 +226,12 @@ class OpenAITeacher:
                 url, query, userinfo = credential_parts(self.base_url)
                 # openai and httpx log request URLs: credentials go as basic auth (what httpx
                 # makes of a URL's user information) and default query parameters instead.
-                http_client = openai.DefaultHttpxClient(auth=userinfo) if userinfo else None
                 if query:  # the HTTP library (httpx, by its module name) logs every request URL
                     redact_logged_urls(openai.DefaultHttpxClient.__mro__[1].__module__.split(".")[0])
                 self._client = openai.OpenAI(
-                    base_url=url, api_key=key, timeout=self.timeout_s, max_retries=0,
-                    default_query=query or None, http_client=http_client,
+                    base_url=url, api_key=key, timeout=self.timeout_s,
+                    max_retries=self.retry.max_attempts - 1, default_query=query or None,
+                    http_client=_attempt_watching_client()(self, auth=userinfo),
                 )
                 self._client_key_digest = digest
             return self._client
@@ -213,12 +252,40 @@ class OpenAITeacher:
         with self._lock:
             self._not_before = max(self._not_before, time.monotonic() + seconds)
 
-    def request(self, messages: Messages, *, seed: int, n: int) -> str:
-        """Send one chat completion, retrying per ``retry``; the reply's text."""
-        import openai
+    # What the client lacks, seen from its HTTP client: every attempt, the client's retries included.
+    def _before_attempt(self) -> None:
+        """Wait out a pause another thread's 429 started; count the attempt (and the retry)."""
+        self._wait_turn()
+        self._local.attempts = getattr(self._local, "attempts", 0) + 1
+        self._count("attempts")
+        if self._local.attempts > 1:
+            self._count("retries")
 
-        key = self._api_key()
-        client = self._get_client(key)
+    def _after_failure(self, counter: str, what: str) -> None:
+        self._count(counter)
+        log.warning("teacher %r at %s: attempt %d/%d failed (%s)", self.model, redact_url(self.base_url),
+                    self._local.attempts, self.retry.max_attempts, what)
+
+    def _after_response(self, status: int, headers: Mapping[str, str]) -> None:
+        """Count an error status; after a 429, hold every thread of this teacher off (the client
+        only delays the thread that got it). A Retry-After beyond ``max_retry_after_s`` fails at once."""
+        if status < 400:
+            return
+        self._after_failure("rate_limited" if status == 429 else f"http_{status}", f"HTTP {status}")
+        if status != 429:
+            return
+        retry_after = parse_retry_after(headers)
+        if retry_after is not None and retry_after > self.retry.max_retry_after_s:
+            raise TeacherUnavailableError(
+                f"teacher {self.model!r} at {redact_url(self.base_url)} asked to wait {retry_after:.0f} s "
+                f"before retrying (HTTP 429, Retry-After), more than setting max_retry_after_s="
+                f"{self.retry.max_retry_after_s:g}; try again later or raise that setting. Answered "
+                "requests are cached: running again resumes")
+        if retry_after is None:
+            retry_after = self.retry.backoff(self._local.attempts, self._rng)
+        self._pause_all(retry_after)
+
+    def _create_kwargs(self, messages: Messages, seed: int, n: int) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": [dict(m) for m in messages],
@@ -235,82 +302,80 @@ class OpenAITeacher:
                 "type": "json_schema",
                 "json_schema": {"name": "sentence_pairs", "schema": REPLY_SCHEMA, "strict": True},
             }
+        return kwargs
+
+    def request(self, messages: Messages, *, seed: int, n: int) -> str:
+        """Send one chat completion; the reply's text. The client retries transport faults, 429
+        and 5xx; this loop only retries what it does not: a 200 that is not a chat completion, and
+        a 429 whose Retry-After the client will not wait for (see ``RetryPolicy``)."""
+        import openai
+
+        key = self._api_key()
+        client = self._get_client(key)
+        kwargs = self._create_kwargs(messages, seed, n)
         where = f"teacher {self.model!r} at {redact_url(self.base_url)}"
+        max_attempts = self.retry.max_attempts
+        self._local.attempts = 0
         last = "no attempt made"
-        for attempt in range(1, self.retry.max_attempts + 1):
-            self._wait_turn()
-            self._count("attempts")
+        while self._local.attempts < max_attempts:
+            left = max_attempts - self._local.attempts - 1  # the client's retries for this call
             try:
-                response = client.chat.completions.create(**kwargs)
+                response = client.with_options(max_retries=left).chat.completions.create(**kwargs)
                 return self._content(response)
             except openai.APIStatusError as err:
-                outcome = self._classify_status(err, key, where)
+                verdict, detail = self._classify_status(err, key, where)
             except openai.APITimeoutError:
-                outcome = ("retry", "timeouts", f"no answer within timeout_s={self.timeout_s:g}", None)
+                verdict, detail = "final", f"no answer within timeout_s={self.timeout_s:g}"
             except openai.APIConnectionError as err:
                 cause = type(err.__cause__).__name__ if err.__cause__ is not None else "unknown cause"
-                outcome = ("retry", "connection_errors", f"connection failed ({cause})", None)
+                verdict, detail = "final", f"connection failed ({cause})"
             except (_InvalidResponse, ValueError, openai.APIResponseValidationError) as err:
-                outcome = ("retry", "invalid_responses", f"invalid response body ({type(err).__name__})", None)
+                verdict, detail = "again", f"invalid response body ({type(err).__name__})"
+                self._after_failure("invalid_responses", detail)
             # Decide outside the except block, so no raised error carries the client's exception
             # (whose text and request may hold the key) as its context.
-            verdict, counter, detail, retry_after = outcome
-            self._count(counter)
             if verdict == "fatal":
                 raise detail
             last = detail
-            if attempt == self.retry.max_attempts:
+            if verdict == "final":
                 break
-            if retry_after is not None and retry_after > self.retry.max_retry_after_s:
-                raise TeacherUnavailableError(
-                    f"{where} asked to wait {retry_after:.0f} s before retrying ({last}, Retry-After), "
-                    f"more than retry.max_retry_after_s={self.retry.max_retry_after_s:g}; try again "
-                    "later or raise that setting. Answered requests are cached: running again resumes"
-                )
-            self._count("retries")
-            if retry_after is not None:
-                delay = retry_after * (1 + 0.1 * self._rng.random())
-            else:
-                delay = self.retry.backoff(attempt, self._rng)
-            log.warning("%s: attempt %d/%d failed (%s); retrying in %.2f s",
-                        where, attempt, self.retry.max_attempts, last, delay)
-            if counter == "rate_limited":
-                self._pause_all(delay)  # every thread of this teacher holds off, not just this one
-            else:
-                self.sleep(delay)
+            if verdict == "again" and self._local.attempts < max_attempts:
+                self.sleep(self.retry.backoff(self._local.attempts, self._rng))
+            # "paused": the shared pause a 429 started as it arrived delays the next attempt
         raise TeacherUnavailableError(
-            f"{where} failed {self.retry.max_attempts} attempts (last: {last}). Check that the server "
-            f"is up and setting base_url; raise timeout_s or retry.max_attempts for a slow or busy "
+            f"{where} failed {self._local.attempts} attempts (last: {last}). Check that the server "
+            f"is up and setting base_url; raise timeout_s or max_attempts for a slow or busy "
             "server. Requests already answered are cached: running again resumes"
         )
 
-    def _classify_status(self, err, key: str, where: str) -> tuple:
-        """(verdict, stats counter, detail or error, retry_after) for an HTTP error status."""
+    def _classify_status(self, err, key: str, where: str) -> tuple[str, Any]:
+        """(verdict, detail or error) for an HTTP error status the client did not retry (further):
+        "fatal" (a setting is wrong), "paused" (a 429: its Retry-After was too long for the client,
+        or its retries are spent) or "final" (the client's retries are spent)."""
         status = err.status_code
         _, query, userinfo = credential_parts(self.base_url)  # servers echo what they were sent
         message = _scrub(str(getattr(err, "message", "")), [key, *query.values(), *(userinfo or ())])
         if status in (401, 403):
             env = self.api_key_env
-            return ("fatal", f"http_{status}", TeacherConfigError(
+            return ("fatal", TeacherConfigError(
                 f"{where} refused the request as unauthorised (HTTP {status}) with the API key from "
                 f"environment variable {env}. Set {env} to a valid key for this endpoint with access "
                 "to the model"
                 if env else
                 f"{where} requires an API key (HTTP {status}) but setting api_key_env is None: set "
                 "api_key_env to the name of an environment variable holding the key"
-            ), None)
+            ))
         if status == 404:
-            return ("fatal", "http_404", TeacherConfigError(
+            return ("fatal", TeacherConfigError(
                 f"{where} answered HTTP 404 ({message}): check setting base_url (the API root, "
                 "usually ending in /v1) and setting model"
-            ), None)
+            ))
         if status in (408, 409, 429) or status >= 500:
-            counter = "rate_limited" if status == 429 else f"http_{status}"
-            return ("retry", counter, f"HTTP {status}: {message}", parse_retry_after(err.response.headers))
-        return ("fatal", f"http_{status}", TeacherConfigError(
+            return ("paused" if status == 429 else "final", f"HTTP {status}: {message}")
+        return ("fatal", TeacherConfigError(
             f"{where} rejected the request with HTTP {status} ({message}): check settings model, "
             "max_tokens, temperature and json_schema for this server"
-        ), None)
+        ))
 
     def _content(self, response: Any) -> str:
         if isinstance(response, (str, bytes)):
