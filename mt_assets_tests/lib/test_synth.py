@@ -9,6 +9,7 @@ from collections import Counter
 import pandas as pd
 import pytest
 
+from mt_assets.defs.synthetic import Synthesis
 from mt_assets.lib.data import langid
 from mt_assets.lib.data.pairs import PAIR_COLUMNS, PairSchema, make_pairs
 from mt_assets.lib.data.text import near_key, normalize_text
@@ -328,6 +329,30 @@ def test_plans_are_deterministic_use_train_only_and_cycle_topics(corpus):
 def test_config_errors_name_the_setting(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         SynthConfig(**kwargs)
+
+
+SYNTHESIS_PROFILE_KEYS = {"size", "size_factor", "pairs_per_request", "max_requests", "budget_factor", "topics",
+                          "few_shot", "seed", "max_chars", "max_length_ratio", "check_language", "cache_dir"}
+
+
+def test_the_synthesis_resource_takes_its_settings_from_synth_and_filter_config():
+    assert set(Synthesis.model_fields) == SYNTHESIS_PROFILE_KEYS
+    assert Synthesis().config() == SynthConfig()
+    mine = Synthesis(size=7, topics=["travel", "health"], max_chars=50, check_language=False, seed=3)
+    assert mine.config() == SynthConfig(size=7, topics=("travel", "health"), seed=3,
+                                        filters=FilterConfig(max_chars=50, check_language=False))
+
+
+@pytest.mark.parametrize(("setting", "needle"), [("size: 0", "size=0"), ("max_length_ratio: 0.5", "max_length_ratio"),
+                                                 ("topics: []", "topics")])
+def test_synthesis_settings_out_of_range_are_refused_when_the_profile_is_read(tmp_path, setting, needle):
+    from mt_assets.defs.profiles import ProfileError, build_resources, load_profile
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"extends: demo\nsynthesis: {{{setting}}}\n")
+    with pytest.raises(ProfileError, match=needle) as raised:
+        build_resources(load_profile(str(path)))
+    assert str(path) in str(raised.value) and "'synthesis'" in str(raised.value)
 
 
 def test_default_size_is_twice_train_and_budget_three_times_the_ideal():

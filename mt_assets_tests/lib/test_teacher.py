@@ -265,6 +265,22 @@ def test_invalid_settings_are_named(settings, needle):
         OpenAITeacher(**settings)
 
 
+def test_the_teacher_resource_takes_its_settings_from_the_lib_teacher_and_retry_policy():
+    from mt_assets.defs.synthetic import OpenAICompatibleTeacher
+
+    assert set(OpenAICompatibleTeacher.model_fields) == {
+        "base_url", "base_url_env", "model", "api_key_env", "max_concurrency", "timeout_s", "temperature",
+        "max_attempts", "backoff_base_s", "backoff_max_s", "max_retry_after_s", "json_schema"}
+    url = "http://127.0.0.1:9/v1"
+    assert OpenAICompatibleTeacher(base_url=url).build(None, None, None) == OpenAITeacher(base_url=url)
+    built = OpenAICompatibleTeacher(base_url=url, model="m", api_key_env=None, max_attempts=2, backoff_max_s=4.0,
+                                    timeout_s=3.0, json_schema=True).build(None, None, None)
+    assert built == OpenAITeacher(base_url=url, model="m", api_key_env=None, timeout_s=3.0, json_schema=True,
+                                  retry=RetryPolicy(max_attempts=2, backoff_max_s=4.0))
+    with pytest.raises(ValueError, match="setting max_attempts=0"):
+        OpenAICompatibleTeacher(base_url=url, max_attempts=0).build(None, None, None)
+
+
 # --- Retry-After parsing and backoff ------------------------------------------------------------
 
 def test_parse_retry_after_forms():

@@ -21,10 +21,11 @@ class SynthConfig:
     ``pairs_per_request`` pairs each.
     """
 
-    size: int | None = None
+    size: int | None = field(default=None, metadata={"help": "Pairs wanted; None: size_factor x len(train_A)."})
     size_factor: float = 2.0
     pairs_per_request: int = 10
-    max_requests: int | None = None
+    max_requests: int | None = field(default=None, metadata={
+        "help": "Request budget; None: budget_factor x the requests needed if every pair were valid."})
     budget_factor: float = 3.0
     topics: tuple[str, ...] = DEFAULT_TOPICS
     few_shot: int = 3
