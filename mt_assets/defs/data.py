@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from mt_assets.defs.resources import CorpusSource, Experiment, HuggingFaceCorpus
-from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
+from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, pair_table_asset, preview
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.data import validators
 from mt_assets.lib.models.hub import hub_commit
@@ -14,12 +14,8 @@ from mt_assets.lib.data.sampling import sample_pairs, split_train_test
 DATA_KINDS = {"pandas", "parquet"}
 
 
-@dg.asset(
+@pair_table_asset(
     group_name="data",
-    kinds=DATA_KINDS,
-    code_version="1",
-    dagster_type=PairTable,
-    metadata=PAIR_TABLE_METADATA,
     description="A seeded random sample of distinct, clean pairs from the configured corpus "
     "(OPUS-100 de-fr by default). What cleaning removed is counted in the metadata.",
 )

@@ -17,7 +17,7 @@ import pydantic
 
 from mt_assets.defs.data import check_result, table_checks
 from mt_assets.defs.resources import Experiment
-from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
+from mt_assets.defs.tables import pair_table_asset, preview
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.data import corpus
 from mt_assets.lib.models import loading
@@ -26,9 +26,6 @@ from mt_assets.lib.data import validators
 from mt_assets.lib.synth.teachers import base as teacher_base, local_transformers, oracle
 from mt_assets.lib.synth.teachers.openai_compatible import OpenAITeacher, RetryPolicy
 from mt_assets.lib.data.sampling import all_pairs
-
-SYNTH_KINDS = {"pandas", "parquet"}
-
 
 def _settings_from(*configs, base: type = dg.ConfigurableResource, only: tuple[str, ...] | None = None,
                    skip: tuple[str, ...] = ()) -> type:
@@ -158,12 +155,8 @@ class Synthesis(_settings_from(planning.SynthConfig, filters.FilterConfig, skip=
         return _build(planning.SynthConfig, self, filters=_build(filters.FilterConfig, self))
 
 
-@dg.asset(
+@pair_table_asset(
     group_name="synthetic",
-    kinds=SYNTH_KINDS,
-    code_version="1",
-    dagster_type=PairTable,
-    metadata=PAIR_TABLE_METADATA,
     description="Synthetic parallel pairs written by the teacher from the designed prompt (role, topics, "
     "few-shot examples from train_A only), twice the size of train_A by default, after quality filters "
     "whose counts are in the metadata. Rows from the oracle teacher are real held-out pairs.",
@@ -192,12 +185,8 @@ def synth_B(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd
     return versioned(table)
 
 
-@dg.asset(
+@pair_table_asset(
     group_name="synthetic",
-    kinds=SYNTH_KINDS,
-    code_version="1",
-    dagster_type=PairTable,
-    metadata=PAIR_TABLE_METADATA,
     description="train_A followed by synth_B, with the origin column telling them apart.",
 )
 def combined_C(context: dg.AssetExecutionContext, train_A: pd.DataFrame,
