@@ -225,6 +225,7 @@ CLEAN = ("Wir gehen heute Abend ins Kino.", "Nous allons au cinéma ce soir.")
         ("Wir gehen heute Abend ins Kino.", "We are going to the cinema tonight.", "wrong_language_target"),
         ("Ich trinke gerne Kaffee am Morgen.", "Le matin, j'aime le café.", "duplicate_train_exact"),
         ("ich trinke gerne Kaffee am Morgen!", "Le matin, j'aime le café.", "duplicate_train_near"),
+        ("ICH TRINKE GERNE KAFFEE AM MORGEN.", "Le matin, j'aime le café.", "duplicate_train_exact"),
         (*CLEAN, None),
     ],
 )
@@ -239,6 +240,7 @@ def test_duplicates_within_count_only_against_kept_pairs(small_filter):
     assert small_filter.check("Wir gehen.", "Nous allons au cinéma ce soir avec tous nos amis.") == "length_ratio"
     assert small_filter.check(*CLEAN) is None
     assert small_filter.check(*CLEAN) == "duplicate_within_exact"
+    assert small_filter.check(CLEAN[0].upper(), CLEAN[1]) == "duplicate_within_exact", "same sentence_key"
     assert small_filter.check("Wir  gehen heute Abend ins Kino!", "Ce soir, on va au cinéma.") == "duplicate_within_near"
     assert set(FILTER_REASONS) == set(small_filter.counts)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mt_assets.lib.data import langid
-from mt_assets.lib.data.text import is_blank, near_key, normalize_text
+from mt_assets.lib.data.text import is_blank, near_key, normalize_text, sentence_key
 from mt_assets.lib.data.validators import MAX_EXAMPLES, Finding
 from mt_assets.lib.synth.prompt import iso639_1
 
@@ -70,7 +70,7 @@ class PairFilter:
 
     ``check(source, target)`` returns the reason a pair is dropped, or None when it is kept; kept
     pairs are remembered, so later repeats count as duplicates within the synthetic set.
-    Duplicates are judged on the source sentence (exact: normalised text; near: ``near_key``);
+    Duplicates are judged on the source sentence (exact: ``sentence_key``; near: ``near_key``);
     contamination on either text against either side of test_A (by ``near_key``).
     """
 
@@ -82,7 +82,7 @@ class PairFilter:
         self.candidates = langid.candidates_for(self.source_lang, self.target_lang,
                                                 confusers=config.language_confusers)
         self.test_keys = {k for k in map(near_key, _texts_of(test)) if k}
-        self.train_exact = {normalize_text(s) for s in train["source"]}
+        self.train_exact = set(map(sentence_key, train["source"]))
         self.train_near = {k for k in map(near_key, train["source"]) if k}
         self.seen_exact: set[str] = set()
         self.seen_near: set[str] = set()
@@ -105,11 +105,12 @@ class PairFilter:
                 return "wrong_language_source"
             if not langid.is_language(target, self.target_lang, self.candidates):
                 return "wrong_language_target"
-        if source in self.train_exact:
+        exact = sentence_key(source)
+        if exact in self.train_exact:
             return "duplicate_train_exact"
         if source_key and source_key in self.train_near:
             return "duplicate_train_near"
-        if source in self.seen_exact:
+        if exact in self.seen_exact:
             return "duplicate_within_exact"
         if source_key and source_key in self.seen_near:
             return "duplicate_within_near"
@@ -120,7 +121,7 @@ class PairFilter:
         source, target = normalize_text(source), normalize_text(target)
         reason = self._reason(source, target)
         if reason is None:
-            self.seen_exact.add(source)
+            self.seen_exact.add(sentence_key(source))
             key = near_key(source)
             if key:
                 self.seen_near.add(key)

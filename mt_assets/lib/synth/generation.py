@@ -35,7 +35,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mt_assets.lib.data.pairs import PAIR_COLUMNS, make_pairs
-from mt_assets.lib.data.text import normalize_text
+from mt_assets.lib.data.text import normalize_text, sentence_key
 from mt_assets.lib.synth.cache import RequestCache
 from mt_assets.lib.synth.filters import FILTER_REASONS, PairFilter
 from mt_assets.lib.synth.parsing import MalformedReply, parse_reply
@@ -141,7 +141,7 @@ class _Run:
         for item in candidates:
             self.counts["items_received"] += 1
             topic = planned_topic if planned_topic is not None else item["topic"]
-            if planned_topic is not None and item["topic"].strip().casefold() != planned_topic.casefold():
+            if planned_topic is not None and sentence_key(item["topic"]) != sentence_key(planned_topic):
                 self.counts["topic_mismatch"] += 1
             if self.filter.check(item["source"], item["target"]) is not None:
                 continue
