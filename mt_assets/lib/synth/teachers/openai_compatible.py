@@ -252,7 +252,7 @@ class OpenAITeacher:
         with self._lock:
             self._not_before = max(self._not_before, time.monotonic() + seconds)
 
-    # What the client lacks, seen from its HTTP client: every attempt, the client's retries included.
+    # What the client lacks, seen from its HTTP client: every attempt, its own retries included
     def _before_attempt(self) -> None:
         """Wait out a pause another thread's 429 started; count the attempt (and the retry)."""
         self._wait_turn()
@@ -317,8 +317,8 @@ class OpenAITeacher:
         max_attempts = self.retry.max_attempts
         self._local.attempts = 0
         last = "no attempt made"
-        while self._local.attempts < max_attempts:
-            left = max_attempts - self._local.attempts - 1  # the client's retries for this call
+        while (before := self._local.attempts) < max_attempts:
+            left = max_attempts - before - 1  # the client's retries for this call
             try:
                 response = client.with_options(max_retries=left).chat.completions.create(**kwargs)
                 return self._content(response)
@@ -337,11 +337,10 @@ class OpenAITeacher:
             if verdict == "fatal":
                 raise detail
             last = detail
-            if verdict == "final":
+            if verdict == "final" or self._local.attempts == before:  # the client gave up, or sent nothing
                 break
-            if verdict == "again" and self._local.attempts < max_attempts:
+            if verdict == "again" and self._local.attempts < max_attempts:  # "paused": see _after_response
                 self.sleep(self.retry.backoff(self._local.attempts, self._rng))
-            # "paused": the shared pause a 429 started as it arrived delays the next attempt
         raise TeacherUnavailableError(
             f"{where} failed {self._local.attempts} attempts (last: {last}). Check that the server "
             f"is up and setting base_url; raise timeout_s or max_attempts for a slow or busy "
