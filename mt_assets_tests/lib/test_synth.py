@@ -559,6 +559,19 @@ def test_topic_mismatch_is_counted_and_the_planned_topic_kept(corpus, tmp_path):
     table, report = generate_synthetic(ScriptedTeacher(reply), corpus["train"], corpus["test"], config=config,
                                        cache_dir=tmp_path, progress=False)
     assert report["topic_mismatch"] == 8 and set(table["topic"]) == {"travel"}
+
+
+def test_a_topic_echoed_with_other_case_or_spacing_is_the_planned_topic(corpus, tmp_path):
+    pool = corpus["pool"]
+
+    def reply(messages, seed, n):
+        pairs = pool[seed * n:(seed + 1) * n]
+        return json.dumps({"pairs": [{"source": s, "target": t, "topic": " Everyday  Life "} for s, t in pairs]})
+
+    config = SynthConfig(pairs_per_request=4, size=8, topics=("everyday life",))
+    table, report = generate_synthetic(ScriptedTeacher(reply), corpus["train"], corpus["test"], config=config,
+                                       cache_dir=tmp_path, progress=False)
+    assert report["topic_mismatch"] == 0 and set(table["topic"]) == {"everyday life"}
     assert (table["origin"] == "synthetic:scripted:script").all()
 
 
