@@ -96,6 +96,8 @@ class RecordedRequest:
     """time.monotonic() when the request arrived."""
     path: str = ""
     """The request target as sent, query string included."""
+    client_retry: str | None = None
+    """The openai client's ``x-stainless-retry-count`` header: which of its own retries this is."""
 
 
 def _near_variant(text: str) -> str:
@@ -278,7 +280,7 @@ class LoopbackTeacher:
                         fault = Fault("unauthorized")
                     teacher.requests.append(RecordedRequest(arrival, body.get("seed"), body, auth,
                                                             fault.kind if fault else None, time.monotonic(),
-                                                            self.path))
+                                                            self.path, self.headers.get("x-stainless-retry-count")))
                 if fault is not None and fault.kind != "length":
                     try:
                         self._fault(fault, auth)

@@ -25,7 +25,7 @@ from mt_assets.defs.io_manager import DataLakeIOManager, LakeError
 from mt_assets.defs.synthetic import OpenAICompatibleTeacher
 from mt_assets.lib.hashing import folder_hash
 from mt_assets.lib.data.pairs import make_pairs
-from mt_assets.lib.synth.teachers import TeacherConfigError
+from mt_assets.lib.synth.teachers.base import TeacherConfigError
 from mt_assets.lib.urls import credential_parts, redact_url
 from mt_assets_tests.test_faults import (
     closed_port,

@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from mt_assets.defs.common import AtLeastOne, Fraction, Seed, check_result, table_checks
-from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
+from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, pair_table_asset, preview
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.data import validators
 from mt_assets.lib.data.corpus import RawPair, read_hf_dataset, read_local
@@ -93,12 +93,8 @@ class LocalCorpus(CorpusSource):
         return f"{Path(self.path).name}:{self.format}"
 
 
-@dg.asset(
+@pair_table_asset(
     group_name="data",
-    kinds=DATA_KINDS,
-    code_version="1",
-    dagster_type=PairTable,
-    metadata=PAIR_TABLE_METADATA,
     description="A seeded random sample of distinct, clean pairs from the configured corpus "
     "(OPUS-100 de-fr by default). What cleaning removed is counted in the metadata.",
 )

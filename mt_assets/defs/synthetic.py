@@ -5,7 +5,9 @@ an in-process transformers model, and the oracle (real held-out pairs: the offli
 and the perfect-teacher control).
 """
 
+import dataclasses
 import os
+import typing
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -15,17 +17,43 @@ import pydantic
 
 from mt_assets.defs.common import check_result, table_checks
 from mt_assets.defs.data import Experiment
-from mt_assets.defs.tables import PAIR_TABLE_METADATA, PairTable, preview
+from mt_assets.defs.tables import pair_table_asset, preview
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.data import corpus
 from mt_assets.lib.models import loading
-from mt_assets.lib.synth import generation
+from mt_assets.lib.synth import filters, generation, planning
 from mt_assets.lib.data import validators
-from mt_assets.lib.synth import teachers as lib_teacher
+from mt_assets.lib.synth.teachers import base as teacher_base, local_transformers, oracle
+from mt_assets.lib.synth.teachers.openai_compatible import OpenAITeacher, RetryPolicy
 from mt_assets.lib.data.sampling import all_pairs
-from mt_assets.lib.synth.prompt import DEFAULT_TOPICS
 
-SYNTH_KINDS = {"pandas", "parquet"}
+def _settings_from(*configs, base: type = dg.ConfigurableResource, only: tuple[str, ...] | None = None,
+                   skip: tuple[str, ...] = ()) -> type:
+    """A ConfigurableResource base whose fields are those of the lib dataclasses ``configs`` (their
+    types and defaults; tuples become lists, which configuration files hold): the settings are
+    defined once, in lib, and profile keys are the dataclass field names."""
+    namespace: dict = {"__annotations__": {}}
+    for config in configs:
+        hints = typing.get_type_hints(config)
+        for item in dataclasses.fields(config):
+            if not item.init or item.name in skip or (only is not None and item.name not in only):
+                continue
+            hint, default = hints[item.name], item.default
+            if default is dataclasses.MISSING:
+                default = item.default_factory()
+            if typing.get_origin(hint) is tuple:
+                hint, default = list[typing.get_args(hint)[0]], list(default)
+            namespace["__annotations__"][item.name] = hint
+            namespace[item.name] = pydantic.Field(default=default, description=item.metadata.get("help"))
+    return type(f"{configs[0].__name__}Settings", (base,), namespace)
+
+
+def _build(config, settings: dg.ConfigurableResource, **given):
+    """The lib dataclass ``config`` from the resource fields named like its fields (lists back to
+    tuples), plus ``given``."""
+    values = {item.name: getattr(settings, item.name) for item in dataclasses.fields(config)
+              if item.init and item.name not in given and item.name in type(settings).model_fields}
+    return config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}, **given)
 
 
 class Teacher(dg.ConfigurableResource, ABC):
@@ -36,10 +64,16 @@ class Teacher(dg.ConfigurableResource, ABC):
         """A lib.synth.teachers back end ready to serve requests for this experiment's split."""
 
 
-class OpenAICompatibleTeacher(Teacher):
+TEACHER_SETTINGS = ("model", "api_key_env", "max_concurrency", "timeout_s", "temperature", "json_schema")
+"""The OpenAITeacher settings a profile may set (besides base_url, base_url_env and the RetryPolicy)."""
+
+
+class OpenAICompatibleTeacher(_settings_from(OpenAITeacher, RetryPolicy, base=Teacher,
+                                             only=(*TEACHER_SETTINGS, *RetryPolicy.__dataclass_fields__))):
     """Any OpenAI-compatible chat-completions endpoint: vLLM, TGI, Ollama, HF Inference Providers,
     OpenAI. The API key is read from the environment variable named by `api_key_env` (never from
-    configuration); set `api_key_env` to null for a server without authentication."""
+    configuration); set `api_key_env` to null for a server without authentication. The other
+    settings, their defaults and checks are lib's OpenAITeacher and RetryPolicy."""
 
     base_url: str = ""
     """The API root, e.g. http://localhost:8000/v1. Shown (in logs, errors) without its user
@@ -47,16 +81,6 @@ class OpenAICompatibleTeacher(Teacher):
     base_url_env: str | None = None
     """Instead of base_url: the name of an environment variable holding it, for a URL that carries
     credentials (user:password@, ?token=), which then appears in no setting either."""
-    model: str = lib_teacher.DEFAULT_TEACHER_MODEL
-    api_key_env: str | None = lib_teacher.DEFAULT_API_KEY_ENV
-    max_concurrency: int = 4
-    timeout_s: float = 120.0
-    temperature: float = 0.7
-    max_attempts: int = 6
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 30.0
-    max_retry_after_s: float = 300.0
-    json_schema: bool = False
 
     @pydantic.model_validator(mode="after")
     def _an_endpoint(self):
@@ -71,17 +95,11 @@ class OpenAICompatibleTeacher(Teacher):
         if self.base_url_env:
             base_url = os.environ.get(self.base_url_env, "").strip()
             if not base_url or self.base_url:
-                raise lib_teacher.TeacherConfigError(
+                raise teacher_base.TeacherConfigError(
                     f"setting teacher.base_url_env names environment variable {self.base_url_env}, which is "
                     "not set: export it with the teacher's API root, e.g. http://localhost:8000/v1"
                     if not base_url else "set one of teacher.base_url and teacher.base_url_env, not both")
-        return lib_teacher.OpenAITeacher(
-            base_url=base_url, model=self.model, api_key_env=self.api_key_env,
-            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s, temperature=self.temperature,
-            json_schema=self.json_schema,
-            retry=lib_teacher.RetryPolicy(max_attempts=self.max_attempts, backoff_base_s=self.backoff_base_s,
-                                      backoff_max_s=self.backoff_max_s, max_retry_after_s=self.max_retry_after_s),
-        )
+        return _build(OpenAITeacher, self, base_url=base_url, retry=_build(RetryPolicy, self))
 
 
 class TransformersTeacherModel(Teacher):
@@ -99,7 +117,7 @@ class TransformersTeacherModel(Teacher):
                                           setting="teacher.name_or_path"),
                     loading.load_tokenizer(self.name_or_path, self.revision))
 
-        return lib_teacher.TransformersTeacher(loader=loader, model_name=self.name_or_path, temperature=self.temperature)
+        return local_transformers.TransformersTeacher(loader=loader, model_name=self.name_or_path, temperature=self.temperature)
 
 
 class OracleTeacherCorpus(Teacher):
@@ -118,44 +136,27 @@ class OracleTeacherCorpus(Teacher):
         rows = corpus.read_local(self.format, Path(self.path), source_lang, target_lang,
                                  self.source_column, self.target_column)
         pool, _ = all_pairs(rows, source_lang, target_lang, f"{Path(self.path).name}:{self.format}")
-        return lib_teacher.OracleTeacher(pool, train=train_A, test=test_A)
+        return oracle.OracleTeacher(pool, train=train_A, test=test_A)
 
 
-class Synthesis(dg.ConfigurableResource):
-    """How much synthetic data to make, from which prompt, and how it is filtered."""
+class Synthesis(_settings_from(planning.SynthConfig, filters.FilterConfig, skip=("filters", "language_confusers"))):
+    """How much synthetic data to make, from which prompt, and how it is filtered: the fields of lib's
+    SynthConfig and FilterConfig (defaults and checks), and where the teacher's replies are kept."""
 
-    size: int | None = None
-    """Pairs wanted; None: size_factor x len(train_A)."""
-    size_factor: float = 2.0
-    pairs_per_request: int = 10
-    max_requests: int | None = None
-    """Request budget; None: budget_factor x the requests needed if every pair were valid."""
-    budget_factor: float = 3.0
-    topics: list[str] = list(DEFAULT_TOPICS)
-    few_shot: int = 3
-    seed: int = 0
-    max_chars: int = 400
-    max_length_ratio: float = 2.5
-    check_language: bool = True
     cache_dir: str = "data_lake/.teacher_cache"
     """One file per answered request: a rerun sends only what is missing."""
 
-    def config(self) -> generation.SynthConfig:
-        return generation.SynthConfig(
-            size=self.size, size_factor=self.size_factor, pairs_per_request=self.pairs_per_request,
-            max_requests=self.max_requests, budget_factor=self.budget_factor, topics=tuple(self.topics),
-            few_shot=self.few_shot, seed=self.seed,
-            filters=generation.FilterConfig(max_chars=self.max_chars, max_length_ratio=self.max_length_ratio,
-                                       check_language=self.check_language),
-        )
+    @pydantic.model_validator(mode="after")
+    def _valid(self):
+        self.config()  # lib's checks, when the profile is read
+        return self
+
+    def config(self) -> planning.SynthConfig:
+        return _build(planning.SynthConfig, self, filters=_build(filters.FilterConfig, self))
 
 
-@dg.asset(
+@pair_table_asset(
     group_name="synthetic",
-    kinds=SYNTH_KINDS,
-    code_version="1",
-    dagster_type=PairTable,
-    metadata=PAIR_TABLE_METADATA,
     description="Synthetic parallel pairs written by the teacher from the designed prompt (role, topics, "
     "few-shot examples from train_A only), twice the size of train_A by default, after quality filters "
     "whose counts are in the metadata. Rows from the oracle teacher are real held-out pairs.",
@@ -184,12 +185,8 @@ def synth_B(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd
     return versioned(table)
 
 
-@dg.asset(
+@pair_table_asset(
     group_name="synthetic",
-    kinds=SYNTH_KINDS,
-    code_version="1",
-    dagster_type=PairTable,
-    metadata=PAIR_TABLE_METADATA,
     description="train_A followed by synth_B, with the origin column telling them apart.",
 )
 def combined_C(context: dg.AssetExecutionContext, train_A: pd.DataFrame,
@@ -203,7 +200,7 @@ def combined_C(context: dg.AssetExecutionContext, train_A: pd.DataFrame,
                 description="No synth_B source or target occurs in test_A (contamination). Blocking: adapters "
                 "trained on contaminated data would be scored on their own training sentences.")
 def no_test_contamination(synth_B: pd.DataFrame, test_A: pd.DataFrame) -> dg.AssetCheckResult:
-    return check_result(generation.contamination(synth_B, test_A))
+    return check_result(filters.contamination(synth_B, test_A))
 
 
 @dg.asset_check(asset="synth_B", additional_ins={"train_A": dg.AssetIn("train_A")},

@@ -13,6 +13,14 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", dg.BetaWarning)  # stable in practice; pinned in pyproject
     PairTable = pandera_schema_to_dagster_type(PairSchema)
 PAIR_TABLE_METADATA = {"dagster/column_schema": PairTable.metadata["schema"].schema}
+PAIR_TABLE_KINDS = {"pandas", "parquet"}
+
+
+def pair_table_asset(*, group_name: str, description: str):
+    """``@dg.asset`` for an asset whose value is a pair table (opus_sample, synth_B, combined_C):
+    its kinds, Dagster type and column schema."""
+    return dg.asset(group_name=group_name, kinds=PAIR_TABLE_KINDS, code_version="1", dagster_type=PairTable,
+                    metadata=PAIR_TABLE_METADATA, description=description)
 
 
 def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:

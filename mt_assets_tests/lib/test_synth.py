@@ -9,30 +9,26 @@ from collections import Counter
 import pandas as pd
 import pytest
 
+from mt_assets.defs.synthetic import Synthesis
 from mt_assets.lib.data import langid
 from mt_assets.lib.data.pairs import PAIR_COLUMNS, PairSchema, make_pairs
 from mt_assets.lib.data.text import near_key, normalize_text
+from mt_assets.lib.synth.cache import RequestCache
+from mt_assets.lib.synth.filters import FILTER_REASONS, FilterConfig, PairFilter, contamination, length_ratio
 from mt_assets.lib.synth.generation import (
-    FILTER_REASONS,
     REPORT_KEYS,
     SYNTH_COLUMNS,
-    FilterConfig,
-    MalformedReply,
-    PairFilter,
-    RequestCache,
-    RequestPlanner,
-    SynthConfig,
     SynthesisShortfall,
     combine_train_synth,
-    contamination,
     generate_synthetic,
-    length_ratio,
-    near_key,
-    parse_reply,
     topic_distribution,
 )
+from mt_assets.lib.synth.parsing import MalformedReply, parse_reply
+from mt_assets.lib.synth.planning import RequestPlanner, SynthConfig
 from mt_assets.lib.synth.prompt import DEFAULT_TOPICS, REPLY_SCHEMA, build_messages, language_name
-from mt_assets.lib.synth.teachers import OpenAITeacher, OracleTeacher, RetryPolicy, TeacherConfigError
+from mt_assets.lib.synth.teachers.base import TeacherConfigError
+from mt_assets.lib.synth.teachers.openai_compatible import OpenAITeacher, RetryPolicy
+from mt_assets.lib.synth.teachers.oracle import OracleTeacher
 from mt_assets_tests.loopback_teacher import (
     CONTENT_FAULTS,
     INJECTION_PAIR,
@@ -229,6 +225,7 @@ CLEAN = ("Wir gehen heute Abend ins Kino.", "Nous allons au cinéma ce soir.")
         ("Wir gehen heute Abend ins Kino.", "We are going to the cinema tonight.", "wrong_language_target"),
         ("Ich trinke gerne Kaffee am Morgen.", "Le matin, j'aime le café.", "duplicate_train_exact"),
         ("ich trinke gerne Kaffee am Morgen!", "Le matin, j'aime le café.", "duplicate_train_near"),
+        ("ICH TRINKE GERNE KAFFEE AM MORGEN.", "Le matin, j'aime le café.", "duplicate_train_exact"),
         (*CLEAN, None),
     ],
 )
@@ -243,6 +240,7 @@ def test_duplicates_within_count_only_against_kept_pairs(small_filter):
     assert small_filter.check("Wir gehen.", "Nous allons au cinéma ce soir avec tous nos amis.") == "length_ratio"
     assert small_filter.check(*CLEAN) is None
     assert small_filter.check(*CLEAN) == "duplicate_within_exact"
+    assert small_filter.check(CLEAN[0].upper(), CLEAN[1]) == "duplicate_within_exact", "same sentence_key"
     assert small_filter.check("Wir  gehen heute Abend ins Kino!", "Ce soir, on va au cinéma.") == "duplicate_within_near"
     assert set(FILTER_REASONS) == set(small_filter.counts)
 
@@ -333,6 +331,30 @@ def test_plans_are_deterministic_use_train_only_and_cycle_topics(corpus):
 def test_config_errors_name_the_setting(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         SynthConfig(**kwargs)
+
+
+SYNTHESIS_PROFILE_KEYS = {"size", "size_factor", "pairs_per_request", "max_requests", "budget_factor", "topics",
+                          "few_shot", "seed", "max_chars", "max_length_ratio", "check_language", "cache_dir"}
+
+
+def test_the_synthesis_resource_takes_its_settings_from_synth_and_filter_config():
+    assert set(Synthesis.model_fields) == SYNTHESIS_PROFILE_KEYS
+    assert Synthesis().config() == SynthConfig()
+    mine = Synthesis(size=7, topics=["travel", "health"], max_chars=50, check_language=False, seed=3)
+    assert mine.config() == SynthConfig(size=7, topics=("travel", "health"), seed=3,
+                                        filters=FilterConfig(max_chars=50, check_language=False))
+
+
+@pytest.mark.parametrize(("setting", "needle"), [("size: 0", "size=0"), ("max_length_ratio: 0.5", "max_length_ratio"),
+                                                 ("topics: []", "topics")])
+def test_synthesis_settings_out_of_range_are_refused_when_the_profile_is_read(tmp_path, setting, needle):
+    from mt_assets.defs.profiles import ProfileError, build_resources, load_profile
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"extends: demo\nsynthesis: {{{setting}}}\n")
+    with pytest.raises(ProfileError, match=needle) as raised:
+        build_resources(load_profile(str(path)))
+    assert str(path) in str(raised.value) and "'synthesis'" in str(raised.value)
 
 
 def test_default_size_is_twice_train_and_budget_three_times_the_ideal():
@@ -537,6 +559,19 @@ def test_topic_mismatch_is_counted_and_the_planned_topic_kept(corpus, tmp_path):
     table, report = generate_synthetic(ScriptedTeacher(reply), corpus["train"], corpus["test"], config=config,
                                        cache_dir=tmp_path, progress=False)
     assert report["topic_mismatch"] == 8 and set(table["topic"]) == {"travel"}
+
+
+def test_a_topic_echoed_with_other_case_or_spacing_is_the_planned_topic(corpus, tmp_path):
+    pool = corpus["pool"]
+
+    def reply(messages, seed, n):
+        pairs = pool[seed * n:(seed + 1) * n]
+        return json.dumps({"pairs": [{"source": s, "target": t, "topic": " Everyday  Life "} for s, t in pairs]})
+
+    config = SynthConfig(pairs_per_request=4, size=8, topics=("everyday life",))
+    table, report = generate_synthetic(ScriptedTeacher(reply), corpus["train"], corpus["test"], config=config,
+                                       cache_dir=tmp_path, progress=False)
+    assert report["topic_mismatch"] == 0 and set(table["topic"]) == {"everyday life"}
     assert (table["origin"] == "synthetic:scripted:script").all()
 
 

@@ -14,16 +14,10 @@ import pytest
 
 from mt_assets.lib.data.pairs import make_pairs
 from mt_assets.lib.synth.prompt import build_messages
-from mt_assets.lib.synth.teachers import (
-    ChatTeacher,
-    OpenAITeacher,
-    OracleTeacher,
-    RetryPolicy,
-    TeacherConfigError,
-    TeacherUnavailableError,
-    TransformersTeacher,
-    parse_retry_after,
-)
+from mt_assets.lib.synth.teachers.base import ChatTeacher, TeacherConfigError, TeacherUnavailableError
+from mt_assets.lib.synth.teachers.local_transformers import TransformersTeacher
+from mt_assets.lib.synth.teachers.openai_compatible import OpenAITeacher, RetryPolicy, parse_retry_after
+from mt_assets.lib.synth.teachers.oracle import OracleTeacher
 from mt_assets_tests.loopback_teacher import Fault, LoopbackTeacher
 
 SECRET = "sk-test-SECRET-4f9c2e"
@@ -143,7 +137,7 @@ def test_a_storm_of_429s_is_ridden_out(key):
     "fault",
     [
         Fault("server_error"),
-        Fault("hang", seconds=1.5),
+        Fault("hang", seconds=4.0),
         Fault("truncated_body"),
         Fault("invalid_http_json"),
         Fault("rate_limit"),  # no Retry-After: exponential backoff
@@ -151,6 +145,8 @@ def test_a_storm_of_429s_is_ridden_out(key):
     ids=lambda f: f.kind,
 )
 def test_transient_faults_are_retried(key, fault):
+    """The client's own retries (its backoff: about 0.5 s, then 1 s) answer on the third attempt;
+    a hang is cut short by timeout_s, long before the server would answer."""
     with serve(faults={0: fault, 1: fault}) as server:
         teacher = make_teacher(server, timeout_s=0.3)
         start = time.monotonic()
@@ -159,7 +155,9 @@ def test_transient_faults_are_retried(key, fault):
         assert reply_pairs(reply) == server.clean_pairs(4)
         assert server.count == 3
         assert teacher.stats["retries"] == 2
-        assert elapsed < 1.5, f"took {elapsed:.2f} s: the timeout did not cut the hang short"
+        if fault.kind != "invalid_http_json":  # the client's own retries; a 200 it cannot parse is ours
+            assert [r.client_retry for r in server.requests] == ["0", "1", "2"]
+        assert elapsed < 4.0, f"took {elapsed:.2f} s: the timeout did not cut the hang short"
 
 
 def test_a_reply_cut_off_at_the_token_limit_is_returned_and_counted_not_retried(key):
@@ -265,6 +263,22 @@ def test_repr_shows_settings_but_not_the_key(key):
 def test_invalid_settings_are_named(settings, needle):
     with pytest.raises(TeacherConfigError, match=needle):
         OpenAITeacher(**settings)
+
+
+def test_the_teacher_resource_takes_its_settings_from_the_lib_teacher_and_retry_policy():
+    from mt_assets.defs.synthetic import OpenAICompatibleTeacher
+
+    assert set(OpenAICompatibleTeacher.model_fields) == {
+        "base_url", "base_url_env", "model", "api_key_env", "max_concurrency", "timeout_s", "temperature",
+        "max_attempts", "backoff_base_s", "backoff_max_s", "max_retry_after_s", "json_schema"}
+    url = "http://127.0.0.1:9/v1"
+    assert OpenAICompatibleTeacher(base_url=url).build(None, None, None) == OpenAITeacher(base_url=url)
+    built = OpenAICompatibleTeacher(base_url=url, model="m", api_key_env=None, max_attempts=2, backoff_max_s=4.0,
+                                    timeout_s=3.0, json_schema=True).build(None, None, None)
+    assert built == OpenAITeacher(base_url=url, model="m", api_key_env=None, timeout_s=3.0, json_schema=True,
+                                  retry=RetryPolicy(max_attempts=2, backoff_max_s=4.0))
+    with pytest.raises(ValueError, match="setting max_attempts=0"):
+        OpenAICompatibleTeacher(base_url=url, max_attempts=0).build(None, None, None)
 
 
 # --- Retry-After parsing and backoff ------------------------------------------------------------

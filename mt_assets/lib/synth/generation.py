@@ -1,19 +1,20 @@
-"""Synthetic parallel data from a teacher: plan, cache, parse, filter, report. No Dagster here.
+"""Synthetic parallel data from a teacher: the run that plans, caches, sends, parses, filters and
+reports; and combined_C (train_A + synth_B). No Dagster here.
 
 ``generate_synthetic(teacher, train, test, config=..., cache_dir=...)`` returns ``(table, report)``:
 a pair table (``PAIR_COLUMNS`` + ``topic``) of exactly ``config.target_size(len(train))`` pairs and a
 flat dict of counts (``REPORT_KEYS``). How it works:
 
-1. Plan. Request i is a pure function of (train_A, config, i): topic ``topics[i % len(topics)]``,
+1. Plan (``planning``). Request i is a pure function of (train_A, config, i): topic ``topics[i % len(topics)]``,
    few-shot examples sampled from train_A (sorted by pair id, seeded by (seed, i)), sampling
    seed ``config.seed + i``. Plans never look at test_A.
-2. Cache. Each request's reply is stored under ``cache_dir`` in one JSON file named by the SHA-256
+2. Cache (``cache``). Each request's reply is stored under ``cache_dir`` in one JSON file named by the SHA-256
    of (teacher back end, model, sampling settings, messages, seed), written to a temporary file
    and renamed, so a crash loses at most the requests in flight. A request whose file exists is
    never sent again.
 3. Send. Requests run in waves sized from the yield so far, on a thread pool of
    ``teacher.max_concurrency``; each worker caches its reply as soon as it arrives.
-4. Parse strictly (``parse_reply``) and filter (``PairFilter``), in request order, until the
+4. Parse strictly (``parsing.parse_reply``) and filter (``filters.PairFilter``), in request order, until the
    target is reached; surplus pairs of the last request are dropped (and counted).
 5. Out of requests (``config.max_requests``) before the target: ``SynthesisShortfall`` with the
    report.
@@ -23,207 +24,27 @@ Given the same cache contents the result is the same, however the run was interr
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mt_assets.lib.data import langid
 from mt_assets.lib.data.pairs import PAIR_COLUMNS, make_pairs
-from mt_assets.lib.data.text import is_blank, near_key, normalize_text
+from mt_assets.lib.data.text import normalize_text, sentence_key
 from mt_assets.lib.synth.cache import RequestCache
-from mt_assets.lib.synth.prompt import DEFAULT_TOPICS, build_messages, iso639_1
-from mt_assets.lib.synth.teachers import ChatTeacher, OracleTeacher
-from mt_assets.lib.data.validators import MAX_EXAMPLES, Finding
+from mt_assets.lib.synth.filters import FILTER_REASONS, PairFilter
+from mt_assets.lib.synth.parsing import MalformedReply, parse_reply
+from mt_assets.lib.synth.planning import PlannedRequest, RequestPlanner, SynthConfig
+from mt_assets.lib.synth.teachers.base import ChatTeacher
+from mt_assets.lib.synth.teachers.oracle import OracleTeacher
 
 SYNTH_COLUMNS = [*PAIR_COLUMNS, "topic"]
-
-FILTER_REASONS = (
-    "empty",
-    "contaminated",
-    "too_long",
-    "length_ratio",
-    "wrong_language_source",
-    "wrong_language_target",
-    "duplicate_train_exact",
-    "duplicate_train_near",
-    "duplicate_within_exact",
-    "duplicate_within_near",
-)
-"""Why a parsed pair is dropped, in the order the checks run; the first that applies counts."""
-
-LENGTH_RATIO_SMOOTHING = 10
-"""Characters added to both lengths before taking their ratio, so "Ja." / "Oui." is not an outlier."""
-
-
-# --- parsing ---------------------------------------------------------------------------------
-
-class MalformedReply(ValueError):
-    """A reply that is not one JSON object ``{"pairs": [...]}`` (optionally in a ```json fence)."""
-
-
-_FENCE = re.compile(r"\A```(?:json)?[ \t]*\n(?P<body>.*)\n[ \t]*```\Z", re.DOTALL)
-_ITEM_KEYS = {"source", "target", "topic"}
-
-
-def parse_reply(text: str) -> tuple[list[dict], int]:
-    """The well-formed items of a teacher reply and the number of malformed items dropped.
-
-    The reply must be exactly one JSON object ``{"pairs": [...]}`` (surrounding whitespace and a
-    single ```json fence are tolerated, nothing else: no prose, no second object). Otherwise
-    ``MalformedReply`` is raised. An item is well-formed when it is an object with exactly the keys
-    source, target and topic, all strings; other items are counted as malformed. Item texts are
-    data: nothing in them is interpreted.
-    """
-    if not isinstance(text, str):
-        raise MalformedReply(f"reply is {type(text).__name__}, not text")
-    body = text.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group("body").strip()
-    if not body:
-        raise MalformedReply("reply is empty")
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError as err:
-        raise MalformedReply(f"reply is not one JSON object ({err.msg} at line {err.lineno} column {err.colno})") from None
-    if not isinstance(data, dict) or set(data) != {"pairs"}:
-        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise MalformedReply(f'reply must be an object with the single key "pairs", got {keys}')
-    if not isinstance(data["pairs"], list):
-        raise MalformedReply(f'"pairs" must be a list, got {type(data["pairs"]).__name__}')
-    items, malformed = [], 0
-    for item in data["pairs"]:
-        if (isinstance(item, dict) and set(item) == _ITEM_KEYS
-                and all(isinstance(item[k], str) for k in _ITEM_KEYS)):
-            items.append({"source": item["source"], "target": item["target"], "topic": item["topic"]})
-        else:
-            malformed += 1
-    return items, malformed
-
-
-# --- text keys and checks --------------------------------------------------------------------
-
-def length_ratio(source: str, target: str) -> float:
-    """Longer over shorter character length, each plus ``LENGTH_RATIO_SMOOTHING``."""
-    a, b = len(source) + LENGTH_RATIO_SMOOTHING, len(target) + LENGTH_RATIO_SMOOTHING
-    return max(a, b) / min(a, b)
-
-
-@dataclass(frozen=True)
-class FilterConfig:
-    """Thresholds of the quality filters.
-
-    ``max_length_ratio`` 2.5 flags none of the 10,000 Tatoeba German-French test pairs (their
-    99.9th percentile is 1.8); raise it for pairs with very different scripts (e.g. de-zh).
-    ``max_chars`` 400: Tatoeba's longest German sentence has 421 characters, its 99.9th
-    percentile 211.
-    """
-
-    max_chars: int = 400
-    max_length_ratio: float = 2.5
-    check_language: bool = True
-    language_confusers: tuple[str, ...] = langid.DEFAULT_CONFUSERS
-
-    def __post_init__(self) -> None:
-        if self.max_chars < 1:
-            raise ValueError(f"filters.max_chars={self.max_chars} must be at least 1")
-        if self.max_length_ratio < 1:
-            raise ValueError(f"filters.max_length_ratio={self.max_length_ratio} must be at least 1")
-
-
-def _texts_of(frame: pd.DataFrame) -> Iterable[str]:
-    yield from frame["source"]
-    yield from frame["target"]
-
-
-class PairFilter:
-    """The quality filters, applied one pair at a time in a fixed order (``FILTER_REASONS``).
-
-    ``check(source, target)`` returns the reason a pair is dropped, or None when it is kept; kept
-    pairs are remembered, so later repeats count as duplicates within the synthetic set.
-    Duplicates are judged on the source sentence (exact: normalised text; near: ``near_key``);
-    contamination on either text against either side of test_A (by ``near_key``).
-    """
-
-    def __init__(self, *, source_lang: str, target_lang: str, train: pd.DataFrame, test: pd.DataFrame,
-                 config: FilterConfig = FilterConfig()):
-        self.config = config
-        self.source_lang = iso639_1(source_lang, "source_lang")
-        self.target_lang = iso639_1(target_lang, "target_lang")
-        self.candidates = langid.candidates_for(self.source_lang, self.target_lang,
-                                                confusers=config.language_confusers)
-        self.test_keys = {k for k in map(near_key, _texts_of(test)) if k}
-        self.train_exact = {normalize_text(s) for s in train["source"]}
-        self.train_near = {k for k in map(near_key, train["source"]) if k}
-        self.seen_exact: set[str] = set()
-        self.seen_near: set[str] = set()
-        self.counts: Counter = Counter({reason: 0 for reason in FILTER_REASONS})
-        self.examples: dict[str, list[dict]] = {}
-
-    def _reason(self, source: str, target: str) -> str | None:
-        cfg = self.config
-        if is_blank(source) or is_blank(target):
-            return "empty"
-        source_key, target_key = near_key(source), near_key(target)
-        if (source_key and source_key in self.test_keys) or (target_key and target_key in self.test_keys):
-            return "contaminated"
-        if len(source) > cfg.max_chars or len(target) > cfg.max_chars:
-            return "too_long"
-        if length_ratio(source, target) > cfg.max_length_ratio:
-            return "length_ratio"
-        if cfg.check_language:
-            if not langid.is_language(source, self.source_lang, self.candidates):
-                return "wrong_language_source"
-            if not langid.is_language(target, self.target_lang, self.candidates):
-                return "wrong_language_target"
-        if source in self.train_exact:
-            return "duplicate_train_exact"
-        if source_key and source_key in self.train_near:
-            return "duplicate_train_near"
-        if source in self.seen_exact:
-            return "duplicate_within_exact"
-        if source_key and source_key in self.seen_near:
-            return "duplicate_within_near"
-        return None
-
-    def check(self, source: str, target: str) -> str | None:
-        """Why the (normalised) pair is dropped, or None if kept (and then remembered)."""
-        source, target = normalize_text(source), normalize_text(target)
-        reason = self._reason(source, target)
-        if reason is None:
-            self.seen_exact.add(source)
-            key = near_key(source)
-            if key:
-                self.seen_near.add(key)
-            return None
-        self.counts[reason] += 1
-        examples = self.examples.setdefault(reason, [])
-        if len(examples) < 3:
-            examples.append({"source": source[:200], "target": target[:200]})
-        return reason
-
-
-def contamination(table: pd.DataFrame, test: pd.DataFrame) -> Finding:
-    """Rows of ``table`` whose source or target occurs on either side of ``test`` (by
-    ``near_key``): the blocking check behind synth_B and combined_C."""
-    test_keys = {k for k in map(near_key, _texts_of(test)) if k}
-    def hit(text: str) -> bool:
-        key = near_key(text)
-        return bool(key) and key in test_keys
-    mask = table["source"].map(hit) | table["target"].map(hit)
-    flagged = table[mask]
-    examples = flagged.head(MAX_EXAMPLES)[["pair_id", "source", "target"]].to_dict("records")
-    return Finding(int(mask.sum()), len(table), examples)
+"""Columns of synth_B and combined_C: a pair table plus the topic each pair was asked for."""
 
 
 def topic_distribution(table: pd.DataFrame) -> pd.DataFrame:
@@ -246,84 +67,6 @@ def combine_train_synth(train: pd.DataFrame, synth: pd.DataFrame) -> tuple[pd.Da
               "synth_dropped_repeating_train": int(repeated.sum()), "rows": len(combined)}
     return combined, report
 
-
-# --- configuration and planning -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class SynthConfig:
-    """Settings of one synthetic-data run.
-
-    ``size`` pairs (None: ``size_factor`` x len(train_A)) from at most ``max_requests`` requests
-    (None: ``budget_factor`` x the requests needed if every pair were valid) of
-    ``pairs_per_request`` pairs each.
-    """
-
-    size: int | None = None
-    size_factor: float = 2.0
-    pairs_per_request: int = 10
-    max_requests: int | None = None
-    budget_factor: float = 3.0
-    topics: tuple[str, ...] = DEFAULT_TOPICS
-    few_shot: int = 3
-    seed: int = 0
-    filters: FilterConfig = field(default_factory=FilterConfig)
-
-    def __post_init__(self) -> None:
-        if self.size is not None and self.size < 1:
-            raise ValueError(f"synth size={self.size} must be at least 1 (or None for size_factor x train)")
-        if self.size_factor <= 0:
-            raise ValueError(f"synth size_factor={self.size_factor} must be positive")
-        if self.pairs_per_request < 1:
-            raise ValueError(f"synth pairs_per_request={self.pairs_per_request} must be at least 1")
-        if self.max_requests is not None and self.max_requests < 1:
-            raise ValueError(f"synth max_requests={self.max_requests} must be at least 1")
-        if self.budget_factor < 1:
-            raise ValueError(f"synth budget_factor={self.budget_factor} must be at least 1")
-        if not self.topics or any(not str(t).strip() for t in self.topics):
-            raise ValueError(f"synth topics {list(self.topics)} must be a non-empty list of non-empty names")
-        if self.few_shot < 0:
-            raise ValueError(f"synth few_shot={self.few_shot} must be >= 0")
-
-    def target_size(self, train_rows: int) -> int:
-        return self.size if self.size is not None else max(1, round(self.size_factor * train_rows))
-
-    def request_budget(self, target: int) -> int:
-        if self.max_requests is not None:
-            return self.max_requests
-        return max(1, math.ceil(self.budget_factor * math.ceil(target / self.pairs_per_request)))
-
-
-@dataclass(frozen=True)
-class PlannedRequest:
-    index: int
-    topic: str
-    seed: int
-    examples: tuple[tuple[str, str], ...]
-    messages: tuple[dict, ...]
-
-
-class RequestPlanner:
-    """Plans request i as a pure function of (train_A, config, i); see the module docstring."""
-
-    def __init__(self, train: pd.DataFrame, config: SynthConfig, source_lang: str, target_lang: str):
-        ordered = train.sort_values("pair_id", kind="stable")
-        self.examples_pool = list(zip(ordered["source"], ordered["target"]))
-        self.config, self.source_lang, self.target_lang = config, source_lang, target_lang
-
-    def plan(self, index: int) -> PlannedRequest:
-        """Request ``index``: its topic, few-shot examples (from train_A only) and seed."""
-        config = self.config
-        topic = config.topics[index % len(config.topics)]
-        k = min(config.few_shot, len(self.examples_pool))
-        rng = np.random.default_rng([config.seed, index])
-        rows = sorted(rng.choice(len(self.examples_pool), size=k, replace=False).tolist()) if k else []
-        examples = tuple(self.examples_pool[r] for r in rows)
-        messages = build_messages(source_lang=self.source_lang, target_lang=self.target_lang, topic=topic,
-                                  n=config.pairs_per_request, examples=examples)
-        return PlannedRequest(index, topic, config.seed + index, examples, tuple(messages))
-
-
-# --- orchestration -------------------------------------------------------------------------
 
 class SynthesisShortfall(RuntimeError):
     """Fewer valid pairs than wanted when the request budget (or the oracle pool) ran out."""
@@ -398,7 +141,7 @@ class _Run:
         for item in candidates:
             self.counts["items_received"] += 1
             topic = planned_topic if planned_topic is not None else item["topic"]
-            if planned_topic is not None and item["topic"].strip().casefold() != planned_topic.casefold():
+            if planned_topic is not None and sentence_key(item["topic"]) != sentence_key(planned_topic):
                 self.counts["topic_mismatch"] += 1
             if self.filter.check(item["source"], item["target"]) is not None:
                 continue

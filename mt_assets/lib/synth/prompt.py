@@ -58,7 +58,7 @@ REPLY_SCHEMA: dict = {
     "required": ["pairs"],
     "additionalProperties": False,
 }
-"""JSON Schema of a teacher reply; ``synth.parse_reply`` enforces exactly this."""
+"""JSON Schema of a teacher reply; ``parsing.parse_reply`` enforces exactly this."""
 
 REQUEST_TEMPLATE = """\
 Write {n} new {source_name} sentences on the topic {topic_json}, each with its {target_name} translation.

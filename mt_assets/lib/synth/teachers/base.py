@@ -1,0 +1,36 @@
+"""What every chat teacher offers (``ChatTeacher``) and the errors teachers raise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+Messages = Sequence[Mapping[str, str]]
+
+
+class TeacherError(RuntimeError):
+    """A teacher could not answer. The message names the setting at fault and what to do."""
+
+
+class TeacherConfigError(TeacherError):
+    """A setting is wrong (missing key, rejected key, unknown model, invalid request): not retried."""
+
+
+class TeacherUnavailableError(TeacherError):
+    """The teacher kept failing (timeouts, refused connections, 429/5xx) after every retry."""
+
+
+@runtime_checkable
+class ChatTeacher(Protocol):
+    """What ``generation.generate_synthetic`` needs from a chat teacher."""
+
+    backend: str
+    """Back-end name for the cache key and the origin column: ``openai``, ``transformers``."""
+    model: str
+    max_concurrency: int
+
+    def cache_identity(self) -> dict:
+        """Settings that change the reply besides messages and seed (back end, model, sampling)."""
+
+    def request(self, messages: Messages, *, seed: int, n: int) -> str:
+        """The reply text for one prompt asking for ``n`` pairs, sampled with ``seed``."""
