@@ -1,0 +1,137 @@
+"""What `mt-assets materialize` prints: one line per asset with its checks folded in, progress bars of
+at most 11 lines on a pipe, a failed step's whole error, and the closing block (examples, the BLEU
+table, the chart); --verbose prints Dagster's whole log."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mt_assets.console import ProgressLine
+from mt_assets_tests.ops_support import write_profile
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MAX_LINES = 150
+
+
+def mt_assets(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The command in a process of its own, stdout and stderr pipes (not a terminal), an ephemeral instance."""
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return subprocess.run([sys.executable, "-m", "mt_assets.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=1800)
+
+
+def asset_lines(out: str) -> dict[str, str]:
+    """The per-asset lines (`✓ name   1.2s  ✓ 4 checks`), by asset name; a name twice fails."""
+    lines = [line for line in out.splitlines() if line.startswith("✓ ")]
+    names = [line.split()[1] for line in lines]
+    assert len(names) == len(set(names)), f"an asset printed twice: {names}"
+    return dict(zip(names, lines))
+
+
+def test_progress_line_on_a_pipe_prints_at_most_one_line_per_tenth():
+    stream = io.StringIO()  # not a terminal
+    bar = ProgressLine(stream)
+    for done in range(1, 1001):
+        bar.update("adapter_B training", done, 1000, f"loss {1 / done:.3f}")
+    lines = stream.getvalue().splitlines()
+    assert 1 < len(lines) <= 11 and "\r" not in stream.getvalue()
+    assert lines[-1].startswith("  adapter_B training [####################] 1000/1000 loss 0.001")
+    assert "100/1000" in lines[1] and "[##" in lines[1]  # the first tenth done: two of twenty marks
+
+    terminal = io.StringIO()
+    bar = ProgressLine(terminal, tty=True)
+    for done in range(1, 1001):
+        bar.update("system A", done, 1000)
+    bar.clear()
+    assert terminal.getvalue().count("\n") == 0 and terminal.getvalue().count("\r") == 1001  # one line, redrawn
+
+
+@pytest.fixture
+def one_epoch_profile(tmp_path, untrained_tiny_model):
+    return write_profile(tmp_path / "one_epoch.yaml", tmp_path / "lake", untrained_tiny_model, pretrain_steps=0,
+                         executor={"type": "in_process"}, training={"epochs": 1, "batch_size": 16})
+
+
+def test_materialize_prints_a_line_per_asset_and_ends_with_examples_table_and_chart(one_epoch_profile, tmp_path):
+    from mt_assets.definitions import build_definitions
+    from mt_assets.defs.profiles import load_profile
+
+    run = mt_assets("materialize", "--profile", str(one_epoch_profile), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out, lines = run.stdout, (run.stdout + run.stderr).splitlines()
+    assert len(lines) <= MAX_LINES, "\n".join(lines)
+    graph = build_definitions(load_profile(str(one_epoch_profile))).resolve_asset_graph()
+    per_asset = asset_lines(out)
+    assert set(per_asset) == {key.to_user_string() for key in graph.get_all_asset_keys()}
+    for name, line in per_asset.items():  # every check folded into its asset's line
+        checks = [c for c in graph.asset_check_keys if c.asset_key.to_user_string() == name]
+        failed = line.count("FAILED (")
+        shown = int(line.split("✓ ")[2].split()[0]) if line.count("✓ ") > 1 else 0
+        assert shown + failed == len(checks), (line, checks)
+    assert "✓ 4 checks" in per_asset["opus_sample"]
+    assert "b_beats_a: FAILED (WARN)" in per_asset["bleu_table"]  # one epoch on the untrained model
+    for noise in ("Type check passed", "STEP_SUCCESS", "{'loss'", "FutureWarning", "PreviewWarning",
+                  "accelerate launch", "it/s]"):
+        assert noise not in run.stdout + run.stderr, noise
+    bars = [line for line in out.splitlines() if line.startswith("  adapter_B training [")]
+    assert 1 <= len(bars) <= 11 and bars[-1].split("] ")[1].split()[0].split("/")[0] == \
+        bars[-1].split("] ")[1].split()[0].split("/")[1]  # the bar reached its end
+    assert run.stderr.strip() == "", run.stderr  # nothing went wrong, nothing to say on stderr
+
+    closing = out[out.index("mt-assets: done."):].splitlines()
+    examples, table = closing.index(next(line for line in closing if line.startswith("Examples"))), \
+        closing.index(next(line for line in closing if line.startswith("| system")))
+    assert 0 < examples < table
+    assert sum(line.startswith("  source:") for line in closing[examples:table]) == 3
+    systems = [line.split("|")[1].strip() for line in closing[table + 2:] if line.startswith("| ")]
+    assert systems == ["A", "B", "C", "D"]
+    assert closing[-1].startswith("Chart: ") and Path(closing[-1].split()[1]).is_file()
+    assert closing[-1].split()[1] == str(tmp_path / "lake" / "bleu_chart" / "bleu.png")
+
+
+def test_verbose_prints_dagsters_whole_log(one_epoch_profile, tmp_path):
+    quiet = mt_assets("materialize", "--profile", str(one_epoch_profile), "--select", "opus_sample", cwd=tmp_path)
+    verbose = mt_assets("materialize", "--profile", str(one_epoch_profile), "--select", "opus_sample", "--verbose",
+                        cwd=tmp_path)
+    assert quiet.returncode == verbose.returncode == 0, verbose.stderr[-3000:]
+    quiet_lines = (quiet.stdout + quiet.stderr).splitlines()
+    verbose_text = verbose.stdout + verbose.stderr
+    assert len(quiet_lines) == 3 and list(asset_lines(quiet.stdout)) == ["opus_sample"]
+    assert len(verbose_text.splitlines()) > 5 * len(quiet_lines)
+    assert 'STEP_SUCCESS - Finished execution of step "opus_sample"' in verbose_text
+    assert "ASSET_CHECK_EVALUATION" in verbose_text and not asset_lines(verbose.stdout)
+
+
+def test_a_failing_asset_prints_its_whole_error_in_quiet_mode(tmp_path, untrained_tiny_model):
+    """training.max_length 8 holds no prompt: adapter_B fails at run time, before its trainer starts."""
+    profile = write_profile(tmp_path / "short.yaml", tmp_path / "lake", untrained_tiny_model, pretrain_steps=0,
+                            executor={"type": "in_process"}, training={"max_length": 8})
+    run = mt_assets("materialize", "--profile", str(profile), "--select", "++adapter_B", cwd=tmp_path)
+    assert run.returncode == 1
+    assert "✗ adapter_B failed:" in run.stderr
+    error = run.stderr[run.stderr.index("✗ adapter_B failed:"):]
+    assert "do not fit in max_length 8 tokens (setting training.max_length)" in error  # the message, whole
+    assert "Traceback" in error or 'File "' in error  # and where it came from
+    assert "The run's whole log: run again with --verbose" in run.stderr
+    assert "✓ train_A" in run.stdout and "adapter_B" not in asset_lines(run.stdout)
+    assert len((run.stdout + run.stderr).splitlines()) <= MAX_LINES
+
+
+def test_quiet_pip_still_prints_its_errors(tmp_path):
+    """dev.py installs with PIP_QUIET (no line per package): a requirement pip cannot install still
+    shows pip's error, naming it, and fails."""
+    import dev
+
+    (tmp_path / "requirements.txt").write_text(f"{tmp_path / 'no-such-project'}\n")
+    run = subprocess.run([sys.executable, "-m", "pip", "install", *dev.PIP_QUIET, "--no-index", "-r",
+                          str(tmp_path / "requirements.txt")], capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "ERROR" in run.stderr and "no-such-project" in run.stderr, run.stdout + run.stderr
+    assert len((run.stdout + run.stderr).splitlines()) <= 5
