@@ -69,7 +69,7 @@ def materialize(args: argparse.Namespace) -> int:
     per finished asset, then examples, the BLEU table and the chart (--verbose: Dagster's whole log)."""
     import dagster as dg
 
-    from mt_assets.console import LOGGER, RunConsole, quiet_run
+    from mt_assets.console import RUN_CONFIG, RunConsole, quiet_run
     from mt_assets.definitions import build_definitions
 
     profile = _profile(args.profile)
@@ -81,8 +81,7 @@ def materialize(args: argparse.Namespace) -> int:
     if not args.verbose:
         console = RunConsole({key: sorted(c.name for c in graph.asset_check_keys if c.asset_key == key)
                               for key in keys})
-        defs = dg.Definitions.merge(defs, dg.Definitions(loggers={LOGGER: console.logger_def()}))
-        run_config = {"loggers": {LOGGER: {}}}  # in place of Dagster's console logger
+        defs, run_config = console.attach(defs), RUN_CONFIG
     job = defs.resolve_implicit_global_asset_job_def()
     instance = _instance()
     print(f"mt-assets: materializing {len(keys)} assets with profile {profile['name']} ({profile['file']})")

@@ -28,7 +28,8 @@ import dagster as dg
 from mt_assets.lib.quiet import quiet_environment, quiet_libraries
 
 LOGGER = "mt_assets_console"
-"""The key of RunConsole's logger in the run config."""
+RUN_CONFIG = {"loggers": {LOGGER: {}}}
+"""The run config that puts RunConsole (`RunConsole.attach`) in place of Dagster's console logger."""
 PROGRESS = (
     re.compile(r"^(?P<what>(?:pretrain )?step) (?P<done>\d+)/(?P<total>\d+)\b"),  # lib.lora / lib.models.tiny
     re.compile(r"^(?P<what>system \w+): (?P<done>\d+)/(?P<total>\d+) sentences"),  # defs.evaluation
@@ -101,15 +102,16 @@ class RunConsole(logging.Handler):
         self.seconds: dict[dg.AssetKey, float] = {}
         self.results: dict[dg.AssetKey, list[tuple[str, bool, str]]] = defaultdict(list)
         self.printed: set[dg.AssetKey] = set()
-        self.failed_steps: list[str] = []
 
-    def logger_def(self) -> dg.LoggerDefinition:
+    def attach(self, defs: dg.Definitions) -> dg.Definitions:
+        """`defs` with this console as a logger; runs given RUN_CONFIG use it in place of Dagster's."""
         def build(_context) -> logging.Logger:
             logger = logging.Logger(LOGGER, logging.DEBUG)
             logger.addHandler(self)
             return logger
 
-        return dg.LoggerDefinition(build, description="One line per finished asset (mt_assets.console)")
+        logger = dg.LoggerDefinition(build, description="One line per finished asset (mt_assets.console)")
+        return dg.Definitions.merge(defs, dg.Definitions(loggers={LOGGER: logger}))
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None) or {}
@@ -128,7 +130,7 @@ class RunConsole(logging.Handler):
                 self.seconds[key] = event.event_specific_data.duration_ms / 1000
                 self._print_if_done(key)
         elif kind == "STEP_FAILURE":
-            self._step_failed(step, event, meta.get("run_id"))
+            self._step_failed(step, event)
         elif kind is None and record.levelno < logging.WARNING:
             self._progress(step, message)
         elif record.levelno >= logging.WARNING and kind not in ("PIPELINE_FAILURE", "RUN_FAILURE"):
@@ -154,15 +156,14 @@ class RunConsole(logging.Handler):
     def asset_line(self, key: dg.AssetKey) -> str:
         results, expected = self.results[key], self.checks.get(key, [])
         passed = sum(ok for _, ok, _ in results)
-        folded = [f"✓ {passed} check{'s' * (passed != 1)}"] if passed or not results and expected else []
+        folded = [f"✓ {passed} check{'s' * (passed != 1)}"] if passed else []
         folded += [f"✗ {name}: FAILED ({severity})" for name, ok, severity in results if not ok]
         if len(results) < len(expected):
             missing = sorted(set(expected) - {name for name, _, _ in results})
             folded.append(f"not run: {', '.join(missing)}")
         return f"✓ {key.to_user_string():<24} {self.seconds[key]:7.1f}s  {', '.join(folded)}".rstrip()
 
-    def _step_failed(self, step: str, event, run_id: str | None) -> None:
-        self.failed_steps.append(step)
+    def _step_failed(self, step: str, event) -> None:
         data = event.event_specific_data
         error = data.error.to_string() if data is not None and data.error is not None else event.message or ""
         self._write(self.err, f"✗ {step} failed:\n" + "\n".join(f"    {line}" for line in error.rstrip().splitlines()))

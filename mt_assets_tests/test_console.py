@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
-from mt_assets.console import ProgressLine
+from mt_assets.console import RUN_CONFIG, ProgressLine, RunConsole
 from mt_assets_tests.ops_support import write_profile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,53 @@ def test_progress_line_on_a_pipe_prints_at_most_one_line_per_tenth():
         bar.update("system A", done, 1000)
     bar.clear()
     assert terminal.getvalue().count("\n") == 0 and terminal.getvalue().count("\r") == 1001  # one line, redrawn
+
+
+def test_run_console_folds_checks_and_shows_progress_warnings_and_errors():
+    """A small graph run with RunConsole: a line per asset once its checks are done, a bar from the
+    progress lines an asset logs, the asset's own warning, a failed step's whole error, what was not made."""
+
+    @dg.asset
+    def made(context):
+        context.log.info("step 5/10: {'loss': 1.5}")  # as lib.lora.launch reports through Pipes
+        context.log.info("step 10/10: {'loss': 0.75}")
+        context.log.info("an info line the console leaves to the event log")
+        context.log.warning("our own warning: 3 rows dropped (setting x)")
+        return 1
+
+    @dg.asset
+    def broken(made):
+        raise ValueError("broken cannot be made: setting y is 0; give a number above 0")
+
+    @dg.asset
+    def after(broken):
+        return broken
+
+    @dg.asset_check(asset=made)
+    def is_one(made):
+        return dg.AssetCheckResult(passed=made == 1)
+
+    @dg.asset_check(asset=made)
+    def is_two(made):
+        return dg.AssetCheckResult(passed=made == 2, severity=dg.AssetCheckSeverity.WARN)
+
+    out, err = io.StringIO(), io.StringIO()
+    console = RunConsole({made.key: ["is_one", "is_two"], broken.key: [], after.key: []}, out, err)
+    defs = console.attach(dg.Definitions(assets=[made, broken, after], asset_checks=[is_one, is_two]))
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(run_config=RUN_CONFIG,
+                                                                             raise_on_error=False)
+    console.finish()
+    assert not result.success
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "  made training [##########..........] 5/10 loss 1.5"
+    assert lines[1] == "  made training [####################] 10/10 loss 0.75"
+    assert lines[2].startswith("✓ made ") and lines[2].endswith("s  ✓ 1 check, ✗ is_two: FAILED (WARN)")
+    assert lines[3:] == ["✗ not materialized: broken, after"]
+    assert "info line" not in out.getvalue() + err.getvalue()
+    assert "  warning (made): our own warning: 3 rows dropped (setting x)" in err.getvalue()
+    failure = err.getvalue()[err.getvalue().index("✗ broken failed:"):]
+    assert "ValueError: broken cannot be made: setting y is 0; give a number above 0" in failure
+    assert 'File "' in failure and "test_console.py" in failure  # the traceback, to the line that raised
 
 
 @pytest.fixture
