@@ -33,7 +33,6 @@ RUN_CONFIG = {"loggers": {LOGGER: {}}}
 PROGRESS = (
     re.compile(r"^(?P<what>(?:pretrain )?step) (?P<done>\d+)/(?P<total>\d+)\b"),  # lib.lora / lib.models.tiny
     re.compile(r"^(?P<what>system \w+): (?P<done>\d+)/(?P<total>\d+) sentences"),  # defs.evaluation
-    re.compile(r"^(?P<what>teacher) progress: \{'target_size': (?P<total>\d+), 'accepted': (?P<done>\d+)"),  # synth
 )
 """Log lines that report progress (`step 40/120: {...}`): they move the step's progress bar."""
 LABELS = {"step": "training", "pretrain step": "pretraining"}
