@@ -24,6 +24,8 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 LOCK = ROOT / "requirements.lock"
 STAMP = VENV / ".installed"
+PIP_QUIET = ["-q", "--disable-pip-version-check", "--progress-bar", "off"]
+"""pip prints a line per package without -q (hundreds); its warnings and errors still show with it."""
 
 
 def say(message: str) -> None:
@@ -45,7 +47,7 @@ def setup() -> None:
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
     say("installing the locked dependencies (a few minutes the first time)")
-    pip = [BIN / "python", "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
+    pip = [BIN / "python", "-m", "pip", "install", *PIP_QUIET]
     run(*pip, "-r", LOCK)
     run(*pip, "--no-deps", "-e", ROOT)
     STAMP.write_text(wanted)
@@ -80,7 +82,10 @@ def ui() -> None:
     setup()
     env = project_env()
     say(f"Dagster UI on http://127.0.0.1:3000 (instance {env['DAGSTER_HOME']}); Ctrl-C stops it")
-    run(BIN / "dagster", "dev", "-w", ROOT / "workspace.yaml", "-h", "127.0.0.1", "-p", "3000", env=env)  # location mt_assets
+    env["VIRTUAL_ENV"] = str(VENV)  # dg runs the project in this environment (--use-active-venv)
+    # dg reads the project (code location mt_assets) from pyproject.toml's [tool.dg];
+    # `dagster dev -w workspace.yaml` starts the same UI
+    run(BIN / "dg", "dev", "--use-active-venv", "-h", "127.0.0.1", "-p", "3000", env=env)
 
 
 def lock() -> None:

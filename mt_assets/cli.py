@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -63,29 +64,41 @@ def _instance():
 
 
 def materialize(args: argparse.Namespace) -> int:
-    """Materialize the selected assets (default: all) and their checks on the Dagster instance."""
+    """Materialize the selected assets (default: all) and their checks on the Dagster instance: one line
+    per finished asset, then examples, the BLEU table and the chart (--verbose: Dagster's whole log)."""
     import dagster as dg
 
+    from mt_assets.console import RUN_CONFIG, RunConsole, quiet_run
     from mt_assets.definitions import build_definitions
 
     profile = _profile(args.profile)
     defs = build_definitions(profile)
-    job = defs.resolve_implicit_global_asset_job_def()
     graph = defs.resolve_asset_graph()
     selection = dg.AssetSelection.from_coercible(args.select) if args.select else dg.AssetSelection.all()
     keys = sorted(selection.resolve(graph), key=lambda k: k.to_user_string())
+    console, run_config = None, {}
+    if not args.verbose:
+        console = RunConsole({key: sorted(c.name for c in graph.asset_check_keys if c.asset_key == key)
+                              for key in keys})
+        defs, run_config = console.attach(defs), RUN_CONFIG
+    job = defs.resolve_implicit_global_asset_job_def()
     instance = _instance()
     print(f"mt-assets: materializing {len(keys)} assets with profile {profile['name']} ({profile['file']})")
-    result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
-                                    tags={"mt_assets/profile": profile["name"]})
+    with contextlib.nullcontext() if args.verbose else quiet_run():
+        result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
+                                        run_config=run_config, tags={"mt_assets/profile": profile["name"]})
     failed_checks = [
         evaluation for evaluation in result.get_asset_check_evaluations() if not evaluation.passed
     ]
-    for evaluation in failed_checks:
-        print(f"  check {evaluation.asset_check_key.to_user_string()}: FAILED ({evaluation.severity.value})")
+    if console is None:
+        for evaluation in failed_checks:
+            print(f"  check {evaluation.asset_check_key.to_user_string()}: FAILED ({evaluation.severity.value})")
+    else:
+        console.finish()
     lake = str(_lake(profile))
     if not result.success:
-        print(f"mt-assets: the run failed (run id {result.run_id}); see the log above", file=sys.stderr)
+        print(f"mt-assets: the run failed (run id {result.run_id}); see the error above. {_where_the_log_is(result)}",
+              file=sys.stderr)
         return 1
     errors = [e.asset_check_key.to_user_string() for e in failed_checks if e.severity == dg.AssetCheckSeverity.ERROR]
     if errors:  # warnings (such as b_beats_a) are reported above and leave the exit code at 0
@@ -94,9 +107,20 @@ def materialize(args: argparse.Namespace) -> int:
         return 1
     print(f"mt-assets: done. Run id {result.run_id}. Outputs are in {Path(lake).resolve() if '://' not in lake else lake}")
     if dg.AssetKey("bleu_table") in keys:
-        bleu(argparse.Namespace(profile=args.profile, format="table", wide=False))
         _print_examples(profile)
+        bleu(argparse.Namespace(profile=args.profile, format="table", wide=False))
+    if dg.AssetKey("bleu_chart") in keys:
+        print(f"Chart: {_lake(profile) / 'bleu_chart' / 'bleu.png'} (loss curves: loss.png beside it)")
     return 0
+
+
+def _where_the_log_is(result) -> str:
+    """Where a run's whole log is: its compute logs and the UI on a DAGSTER_HOME, else --verbose."""
+    home = os.environ.get("DAGSTER_HOME")
+    logs = Path(home, "storage", result.run_id, "compute_logs") if home else None
+    if logs and logs.is_dir():
+        return f"The run's whole log: its compute logs in {logs}, or the run in the Dagster UI (dg dev)"
+    return "The run's whole log: run again with --verbose"
 
 
 def _input_lines(path: Path) -> list[str]:
@@ -277,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                               help="materialize assets and run their checks")
     run.add_argument("--select", default=None,
                      help="Dagster asset selection, e.g. 'train_A+' (default: every asset)")
+    run.add_argument("--verbose", action="store_true",
+                     help="print Dagster's whole log (every event); default: one line per finished asset")
     run.set_defaults(handler=materialize)
 
     text = commands.add_parser("translate", parents=[profile],

@@ -11,6 +11,7 @@ import pytest
 from mt_assets import cli
 from mt_assets.lib.scoring.metrics import score_systems
 from mt_assets_tests.ops_support import write_profile
+from mt_assets_tests.test_console import asset_lines
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_materialize_exits_nonzero_when_a_check_of_severity_error_fails(tmp_path
                             executor={"type": "in_process"}, training={"max_steps": 1, "logging_steps": 1})
     assert cli.main(["run", "--profile", str(profile), "--select", "++adapter_B"]) == 1
     out, err = capsys.readouterr()
-    assert "check adapter_B:training_loss_decreased: FAILED (ERROR)" in out
+    assert "✗ training_loss_decreased: FAILED (ERROR)" in asset_lines(out)["adapter_B"]  # folded into its line
     assert "1 check(s) of severity ERROR failed: adapter_B:training_loss_decreased" in err
     assert (tmp_path / "lake" / "adapter_B").is_dir()  # the assets themselves were made
     assert not (tmp_path / "lake" / "test_A.parquet").exists()  # train_A was made alone
@@ -85,6 +86,6 @@ def test_materialize_exits_zero_when_only_a_warning_fails(tmp_path, untrained_ti
                             executor={"type": "in_process"}, training={"epochs": 1, "batch_size": 16})
     assert cli.main(["run", "--profile", str(profile)]) == 0
     out, err = capsys.readouterr()
-    assert "check bleu_table:b_beats_a: FAILED (WARN)" in out  # the warning this test is about did fire
+    assert "✗ b_beats_a: FAILED (WARN)" in asset_lines(out)["bleu_table"]  # the warning this test is about did fire
     assert "(ERROR)" not in out and "severity ERROR" not in err
     assert (tmp_path / "lake" / "bleu_table.parquet").is_file()

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext, redirect_stdout
 from functools import partial
 from pathlib import Path
 
@@ -58,9 +58,16 @@ def launch_command(job_args: Sequence[str], num_processes: int = 1, cuda: bool |
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     if num_processes > 1:
         command.append("--multi_gpu")
-    elif not cuda:
-        command.append("--cpu")
+    elif not cuda:  # the threads accelerate picks itself, given so that it prints no notice about them
+        command += ["--cpu", "--num_cpu_threads_per_process", cpu_threads()]
     return [*command, *extra_args, "-m", MODULE, *job_args]
+
+
+def cpu_threads() -> str:
+    """OMP_NUM_THREADS, else one thread per physical core: what `accelerate launch --cpu` chooses."""
+    import psutil
+
+    return os.environ.get("OMP_NUM_THREADS") or str(max(1, psutil.cpu_count(logical=False) or 1))
 
 
 def job_arguments(table: Path, base_model: str, recipe: Path, output_dir: Path, revision: str | None = None,
@@ -181,8 +188,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mt_assets.lib.lora.recipe import read_recipe
     from mt_assets.lib.lora.train_loop import train_adapter
     from mt_assets.lib.models.loading import load_causal_lm, load_tokenizer
+    from mt_assets.lib.quiet import QUIET_ENV, quiet_libraries
 
     args = parse_args(argv)
+    quiet = os.environ.get(QUIET_ENV) == "1" and PipesEnvVarParamsLoader().is_dagster_pipes_process()
+    if quiet:
+        quiet_libraries()
     die_with_parent()
     recipe = read_recipe(args.recipe)
     table = pd.read_parquet(args.table)
@@ -198,7 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with progress_log() as log:
         log(f"training on {len(table)} pairs of {args.table.name} with {world_size()} process(es), "
             f"device {next(model.parameters()).device}")
-        result = train(progress=log)
+        # quiet: the Trainer's own print of each log entry is not shown; `log` sends the same entry
+        # through Pipes, and training_log.csv in the adapter holds them all
+        with open(os.devnull, "w") as devnull, redirect_stdout(devnull) if quiet else nullcontext():
+            result = train(progress=log)
         run = {key: result.summary[key] for key in RUN_FIELDS}
         if args.run_report:
             args.run_report.write_text(json.dumps(run, indent=2))

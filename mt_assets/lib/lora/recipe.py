@@ -189,7 +189,7 @@ def sft_config(recipe: LoraRecipe, output_dir: Path, device: str, steps_per_epoc
         data_seed=recipe.seed,
         report_to=[],
         disable_tqdm=True,
-        gradient_checkpointing=recipe.gradient_checkpointing,
+        activation_checkpointing=recipe.gradient_checkpointing,  # transformers 5 name (the old one warns)
         use_cpu=not device.startswith("cuda"),
         dataloader_num_workers=0,
         **precision_flags(recipe, device),

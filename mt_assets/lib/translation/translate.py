@@ -70,17 +70,19 @@ def translate(model, tokenizer, sources: Sequence[str], source_lang: str, target
     prompts = [build_prompt(s, source_lang, target_lang) for s in sources]
     run = _fast_batches if decoder == "fast" else _generate_batches
     outputs: list[str | None] = [None] * len(prompts)
-    new_tokens = 0
-    with tqdm(total=len(prompts), desc=desc, unit="sent", leave=False) as bar:
+    new_tokens = done = 0
+    # a caller that takes `progress` shows it its own way (mt_assets.console draws one bar from it)
+    with tqdm(total=len(prompts), desc=desc, unit="sent", leave=False, disable=progress is not None) as bar:
         for batch, continuations in run(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
                                         max_prompt_tokens=max_prompt_tokens, token_budget=token_budget):
             texts = tokenizer.batch_decode(continuations, skip_special_tokens=True)
             for row, text in zip(batch, texts):
                 outputs[row] = clean_output(text, source_lang, target_lang)
             new_tokens += sum(len(c) for c in continuations)
+            done += len(batch)
             bar.update(len(batch))
             if progress:
-                progress(bar.n, len(prompts))
+                progress(done, len(prompts))
     if stats is not None:
         stats["sentences"] = stats.get("sentences", 0) + len(prompts)
         stats["new_tokens"] = stats.get("new_tokens", 0) + new_tokens
