@@ -77,8 +77,7 @@ def materialize(args: argparse.Namespace) -> int:
     keys = sorted(selection.resolve(graph), key=lambda k: k.to_user_string())
     instance = _instance()
     print(f"mt-assets: materializing {len(keys)} assets with profile {profile['name']} ({profile['file']})")
-    result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
-                                    tags={"mt_assets/profile": profile["name"]})
+    result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False)
     failed_checks = [
         evaluation for evaluation in result.get_asset_check_evaluations() if not evaluation.passed
     ]
