@@ -101,6 +101,7 @@ def test_a_llama_cpp_folder_without_the_converter_is_named(trained, tmp_path, mo
 def test_export_refuses_an_adapter_of_another_base_model(trained, tmp_path):
     _, adapter = trained
     other = write_profile(tmp_path / "other.yaml", adapter.parent, tmp_path / "other_model", pretrain_steps=0)
-    with pytest.raises(SystemExit, match=r"adapter_B was trained on .*, not on this profile's base model .*other_model"):
+    with pytest.raises(SystemExit, match=r"adapter_B was trained on .*, not on this profile's base model "
+                       r".*other_model"):
         cli.main(["export", "--profile", str(other), "--adapter", "adapter_B", "-o", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
