@@ -4,6 +4,7 @@
     mt-assets translate notes.de.txt --adapter adapter_B -o notes.fr.txt
     mt-assets bleu                                  # the BLEU table of the last evaluation
     mt-assets recipe --profile paper > recipe.json  # the LoRA recipe, for python -m mt_assets.lib.lora.launch
+    mt-assets export --adapter adapter_B -o model/  # base model + adapter merged, to deploy
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def materialize(args: argparse.Namespace) -> int:
     print(f"mt-assets: materializing {len(keys)} assets with profile {profile['name']} ({profile['file']})")
     with contextlib.nullcontext() if args.verbose else quiet_run():
         result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
-                                        run_config=run_config, tags={"mt_assets/profile": profile["name"]})
+                                        run_config=run_config)
     failed_checks = [
         evaluation for evaluation in result.get_asset_check_evaluations() if not evaluation.passed
     ]
@@ -278,6 +279,32 @@ def recipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    """Write the base model with an adapter merged in, its tokenizer, lineage and README (and GGUF)."""
+    from mt_assets.defs.evaluation import adapter_folder
+    from mt_assets.lib.lora import export as merged
+    from mt_assets.lib.translation.prompt import build_prompt
+
+    profile = _profile(args.profile)
+    resources = _resources(profile)
+    base_model, experiment = resources["base_model"], resources["experiment"]
+    folder = adapter_folder(_lake(profile), args.adapter)
+    trained_on = merged.read_lineage(folder).get("base_model")
+    if trained_on and trained_on != base_model.reference()["base_model"]:
+        raise SystemExit(f"mt-assets: {args.adapter} was trained on {trained_on}, not on this profile's base model "
+                         f"{base_model.reference()['base_model']}: export it with the profile it was trained with")
+    try:
+        done = merged.export_adapter(
+            base_model.load_model(fresh=True), base_model.load_tokenizer(), folder, Path(args.output),
+            name=args.adapter, converter=merged.find_converter(),
+            example_prompt=build_prompt("<sentence>", experiment.source_lang, experiment.target_lang))
+    except merged.ExportError as err:
+        raise SystemExit(f"mt-assets: {err}") from None
+    print(f"mt-assets: exported {args.adapter} merged into its base model to {done.folder}: {', '.join(done.files)}")
+    print(f"mt-assets: {done.gguf_skipped}" if done.gguf_skipped else f"mt-assets: GGUF: {done.gguf}")
+    return 0
+
+
 def _at_least_one(text: str) -> int:
     """An argparse type: an integer of at least 1 (0 would silently mean the profile's setting)."""
     try:
@@ -327,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
 
     lora = commands.add_parser("recipe", parents=[profile], help="print the profile's LoRA recipe as JSON")
     lora.set_defaults(handler=recipe)
+
+    deploy = commands.add_parser("export", parents=[profile],
+                                 help="write the base model with an adapter merged in, to load without PEFT")
+    deploy.add_argument("--adapter", required=True,
+                        help="adapter asset of the data lake (adapter_B, adapter_C, adapter_D) or an adapter folder")
+    deploy.add_argument("-o", "--output", required=True, help="new (or empty) folder to write the model into")
+    deploy.set_defaults(handler=export)
 
     args = parser.parse_args(argv)
     return args.handler(args)

@@ -1,14 +1,17 @@
 """The Dagster UI in a real browser: `dagster dev` on a project-local instance, driven by Playwright
-in Debian's headless Chromium. It shows the graph's groups, an asset's description, column schema
-and checks; a materialization of the whole demo graph is launched from it and succeeds; the BLEU
-chart is on bleu_chart's page. The screenshot of that page is what the README shows: set
-MT_ASSETS_SCREENSHOT_DIR=docs to write it there (with the demo's pretrained tiny model, built at
-data_lake/tiny_base_model as `python3 dev.py demo` builds it, when it is not there yet).
+in Debian's headless Chromium (one server and one browser for every test here). It shows the graph's
+groups, an asset's description, column schema and checks; a materialization of the whole demo graph
+is launched from it, succeeds and carries the profile's tags; the BLEU chart is on bleu_chart's page;
+after a second run (from the command line) bleu_table's Plots show one BLEU series per system. The
+screenshot of bleu_chart's page is what the README shows: set MT_ASSETS_SCREENSHOT_DIR=docs to write
+it there (with the demo's pretrained tiny model, built at data_lake/tiny_base_model as
+`python3 dev.py demo` builds it, when it is not there yet).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from mt_assets.defs.evaluation import SYSTEMS
+from mt_assets.defs.profiles import PROFILE_TAG, load_profile, profile_tags
 from mt_assets.lib.models.tiny import TinyModelSpec
 from mt_assets_tests.e2e_support import tiny_base
 from mt_assets_tests.ops_support import write_profile
@@ -135,8 +140,11 @@ def test_asset_page_shows_description_column_schema_and_checks(dagster_ui, page)
     page.get_by_text("no_test_pair_in_train").first.wait_for()
 
 
-def test_materialize_the_graph_from_the_ui_and_find_the_bleu_chart(dagster_ui, page):
-    url, folder, log = dagster_ui
+@pytest.fixture(scope="module")
+def ui_run(dagster_ui, page):
+    """A materialization of the whole graph launched from the UI's Materialize all: its run page's URL,
+    once the run is over."""
+    url, _, log = dagster_ui
     open_page(page, f"{url}/asset-groups")
     page.get_by_role("button", name="Materialize all").click()
     view = page.locator('a[href^="/runs/"]', has_text="View").first  # the "Launched run ..." toast
@@ -147,7 +155,11 @@ def test_materialize_the_graph_from_the_ui_and_find_the_bleu_chart(dagster_ui, p
     status = page.get_by_text("Success", exact=True).or_(page.get_by_text("Failure", exact=True)).first
     status.wait_for(timeout=RUN_TIMEOUT_S * 1000)
     assert status.inner_text() == "Success", f"the run failed; dagster dev's log:\n{log.read_text()[-6000:]}"
+    return run_url
 
+
+def test_materialize_the_graph_from_the_ui_and_find_the_bleu_chart(dagster_ui, ui_run, page):
+    url, folder, _ = dagster_ui
     open_page(page, f"{url}/assets/bleu_chart")  # its metadata: the chart as Markdown with an inline PNG
     row = page.locator("tr", has_text="bleu_chart").filter(has=page.get_by_text("Show Markdown")).first
     row.get_by_text("Show Markdown").click()
@@ -159,3 +171,40 @@ def test_materialize_the_graph_from_the_ui_and_find_the_bleu_chart(dagster_ui, p
     target.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(target), full_page=False)
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 20_000
+
+
+def test_a_run_launched_from_the_ui_carries_the_profile_tags(dagster_ui, ui_run, page):
+    import dagster as dg
+
+    _, folder, _ = dagster_ui
+    tags = profile_tags(load_profile(str(folder / "ui.yaml")))
+    open_page(page, ui_run)
+    page.get_by_role("button", name="View tags and config").click()  # the run page's tags
+    dialog = page.get_by_role("dialog")
+    for key, value in tags.items():
+        dialog.get_by_text(f"{key}: {value}", exact=True).wait_for()
+    dialog.get_by_role("button", name="OK").click()
+    with dg.DagsterInstance.from_config(str(folder / "dagster_home")) as instance:
+        run = instance.get_run_by_id(ui_run.rstrip("/").rsplit("/", 1)[1])
+    assert {key: run.tags.get(key) for key in tags} == tags
+
+
+def test_bleu_table_plots_one_bleu_series_per_system_after_two_runs(dagster_ui, ui_run, page):
+    import dagster as dg
+
+    url, folder, _ = dagster_ui
+    env = {**os.environ, "DAGSTER_HOME": str(folder / "dagster_home"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "mt_assets.cli", "materialize", "--profile", str(folder / "ui.yaml"),
+                           "--select", "bleu_table"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(folder / "dagster_home")) as instance:
+        runs = instance.get_runs(dg.RunsFilter(tags={PROFILE_TAG: "ui"}))
+        materializations = instance.fetch_materializations(dg.AssetKey("bleu_table"), limit=10).records
+    assert len(materializations) == 2 and len(runs) == 2  # the UI's run and the command line's
+
+    open_page(page, f"{url}/assets/bleu_table")
+    page.get_by_role("button", name="Plots").first.click()
+    page.locator("canvas").first.wait_for()
+    labels = page.get_by_text(re.compile(r"^bleu/")).all_inner_texts()
+    assert sorted(labels) == [f"bleu/{system}" for system in SYSTEMS]  # one plot of BLEU per system

@@ -11,6 +11,8 @@ executor (``executor``) and the evaluation schedule (``schedule``).
 
 
 import difflib
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,8 @@ SETTINGS = {"experiment": Experiment, "synthesis": Synthesis, "training": Traini
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"
 PACKAGE_DATA = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_PROFILE = "demo"
+PROFILE_TAG = "mt_assets/profile"
+PROFILE_HASH_TAG = "mt_assets/profile_hash"
 
 
 def shared_data_dir() -> Path:
@@ -209,3 +213,13 @@ def build_executor(profile: dict) -> dg.ExecutorDefinition | None:
 def schedule_settings(profile: dict) -> ScheduleSettings:
     """The evaluation schedule's settings from a profile's ``schedule`` section (weekly by default)."""
     return _build(ScheduleSettings, profile, "schedule", _section(profile, "schedule"))
+
+
+def profile_tags(profile: dict) -> dict[str, str]:
+    """The run tags that say which profile a run used: its name and a SHA-256 of its resolved settings.
+
+    The hash covers the settings after `extends` and placeholders are resolved (not the file's name
+    or path): an edited value gives a new hash, the same settings under another name the same one."""
+    settings = {key: value for key, value in profile.items() if key not in ("name", "file")}
+    content = json.dumps(settings, sort_keys=True, ensure_ascii=False, default=str)
+    return {PROFILE_TAG: profile["name"], PROFILE_HASH_TAG: hashlib.sha256(content.encode()).hexdigest()}
