@@ -15,8 +15,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-LINEAGE_FILE = "lineage.json"
-"""The adapter's lineage file (written by the adapter assets), copied beside the merged model."""
+from mt_assets.lib.lora.adapter_folder import LINEAGE_FILE
+
 GGUF_FILE = "model.gguf"
 LLAMA_CPP_ENV = "MT_ASSETS_LLAMA_CPP_DIR"
 """A llama.cpp checkout (or install) holding convert_hf_to_gguf.py."""

@@ -63,8 +63,8 @@ class LoraRecipe:
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory (16 GB GPUs), about a third more compute."""
     kernels: Literal[KERNELS] = "fast"
-    """fast: PyTorch's fused attention (SDPA) and GELU for GPT-Neo (lib.translation.kernels), eager's results
-    within float rounding; eager: transformers' own."""
+    """fast: PyTorch's fused attention (SDPA) for GPT-Neo (lib.translation.kernels), eager's results within
+    float rounding; eager: transformers' own. GPT-Neo's GELU is fused at load either way (lib.models.loading)."""
     token_budget: int | None = None
     """None: batches of batch_size pairs, as the seed. A number: length-bucketed batches of at most that
     many padded tokens (rows x longest row, at least max_length), reshuffled every epoch, and

@@ -56,7 +56,7 @@ def translate(model, tokenizer, sources: Sequence[str], source_lang: str, target
     `decoder`: ``fast`` or ``generate`` (the reference; see the module docstring). `token_budget`
     (fast decoder): a batch holds as many sentences as fit in that many tokens of prompt plus
     `max_new_tokens` (its KV cache), instead of `batch_size`. `kernels`: ``fast`` or ``eager``
-    attention and GELU for the model (lib.translation.kernels; None leaves it as it is). `stats`, when given, gets
+    attention for the model (GELU is fused at load either way) (lib.translation.kernels; None leaves it as it is). `stats`, when given, gets
     ``sentences`` and ``new_tokens`` (tokens generated, up to and including each stop token) added.
     """
     if tokenizer.padding_side != "left":
