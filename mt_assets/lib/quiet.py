@@ -29,10 +29,13 @@ def quiet_libraries() -> None:
     # transformers, PEFT and TRL announce their own deprecations (e.g. `is_gradient_checkpointing`,
     # read by TRL and PEFT): the calls are inside the libraries, the pinned versions behave as tested
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|trl|accelerate)(\.|$)")
-    # "mtime may not be reliable on this filesystem": transformers orders checkpoints by number then,
-    # which is what lib.lora.checkpoints relies on anyway
-    logging.getLogger("transformers.trainer_utils").addFilter(
-        lambda record: "mtime may not be reliable" not in record.getMessage())
+    logging.getLogger("transformers.trainer_utils").addFilter(_mtime_notice)  # once: a filter is added once
+
+
+def _mtime_notice(record: logging.LogRecord) -> bool:
+    """False for "mtime may not be reliable on this filesystem": transformers then orders checkpoints
+    by number, which is what lib.lora.checkpoints relies on anyway."""
+    return "mtime may not be reliable" not in record.getMessage()
 
 
 @contextmanager
