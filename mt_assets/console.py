@@ -33,6 +33,7 @@ RUN_CONFIG = {"loggers": {LOGGER: {}}}
 PROGRESS = (
     re.compile(r"^(?P<what>(?:pretrain )?step) (?P<done>\d+)/(?P<total>\d+)\b"),  # lib.lora / lib.models.tiny
     re.compile(r"^(?P<what>system \w+): (?P<done>\d+)/(?P<total>\d+) sentences"),  # defs.evaluation
+    re.compile(r"^(?P<what>synthetic pairs): (?P<done>\d+)/(?P<total>\d+) kept"),  # defs.synthetic
 )
 """Log lines that report progress (`step 40/120: {...}`): they move the step's progress bar."""
 LABELS = {"step": "training", "pretrain step": "pretraining"}

@@ -26,6 +26,7 @@ from mt_assets.lib.data import validators
 from mt_assets.lib.synth.teachers import base as teacher_base, local_transformers, oracle
 from mt_assets.lib.synth.teachers.openai_compatible import OpenAITeacher, RetryPolicy
 from mt_assets.lib.data.sampling import all_pairs
+from mt_assets.lib.quiet import QUIET_ENV
 
 def _settings_from(*configs, base: type = dg.ConfigurableResource, only: tuple[str, ...] | None = None,
                    skip: tuple[str, ...] = ()) -> type:
@@ -169,11 +170,13 @@ def synth_B(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd
 
     def on_progress(snapshot: dict) -> None:
         done = snapshot.get("requests_processed", 0)
-        if done and done % 10 == 0:
-            context.log.info(f"teacher progress: {snapshot}")
+        if done and done % 10 == 0:  # the console draws its bar from this line; tqdm's own bar is off then
+            context.log.info(f"synthetic pairs: {min(snapshot['accepted'], snapshot['target_size'])}/"
+                             f"{snapshot['target_size']} kept ({snapshot})")
 
     table, report = generation.generate_synthetic(backend, train_A, test_A, config=config,
-                                             cache_dir=synthesis.cache_dir, on_progress=on_progress)
+                                                  cache_dir=synthesis.cache_dir, on_progress=on_progress,
+                                                  progress=os.environ.get(QUIET_ENV) != "1")
     distribution = generation.topic_distribution(table)
     counts = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     context.add_output_metadata({
