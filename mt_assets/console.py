@@ -49,7 +49,23 @@ def quiet_run() -> Iterator[None]:
         # `PipesMessageReader.expected_writer_count`, which Pipes itself reads): nothing to change here
         warnings.filterwarnings("ignore", category=dg.PreviewWarning)
         warnings.filterwarnings("ignore", category=dg.BetaWarning)
+        with _library_bars_off():
+            yield
+
+
+@contextmanager
+def _library_bars_off() -> Iterator[None]:
+    """transformers' own bars ("Loading weights", "Writing model shards") off, restored after: they read
+    HF_HUB_DISABLE_PROGRESS_BARS only when transformers is first imported, which may be before the run."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
         yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 class ProgressLine:
