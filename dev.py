@@ -24,7 +24,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 LOCK = ROOT / "requirements.lock"
 STAMP = VENV / ".installed"
-PIP_QUIET = ["-q", "--disable-pip-version-check", "--progress-bar", "off"]
+PIP_QUIET = ["-qq", "--disable-pip-version-check", "--progress-bar", "off"]
 """pip prints a line per package without -q (hundreds); its warnings and errors still show with it."""
 
 

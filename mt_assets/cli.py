@@ -281,7 +281,7 @@ def recipe(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     """Write the base model with an adapter merged in, its tokenizer, lineage and README (and GGUF)."""
-    from mt_assets.defs.evaluation import adapter_folder
+    from mt_assets.defs.io_manager import adapter_folder
     from mt_assets.lib.lora import export as merged
     from mt_assets.lib.translation.prompt import build_prompt
 
