@@ -548,30 +548,21 @@ class ScriptedTeacher:
         return self.reply(messages, seed, n)
 
 
-def test_topic_mismatch_is_counted_and_the_planned_topic_kept(corpus, tmp_path):
+@pytest.mark.parametrize("planned, echoed, mismatches", [
+    ("travel", "astronomy", 8),  # another topic: counted, and the planned topic kept
+    ("everyday life", " Everyday  Life ", 0),  # the planned topic with other case or spacing (sentence_key)
+])
+def test_the_reply_topic_is_matched_to_the_planned_one(corpus, tmp_path, planned, echoed, mismatches):
     pool = corpus["pool"]
 
     def reply(messages, seed, n):
         pairs = pool[seed * n:(seed + 1) * n]
-        return json.dumps({"pairs": [{"source": s, "target": t, "topic": "astronomy"} for s, t in pairs]})
+        return json.dumps({"pairs": [{"source": s, "target": t, "topic": echoed} for s, t in pairs]})
 
-    config = SynthConfig(pairs_per_request=4, size=8, topics=("travel",))
+    config = SynthConfig(pairs_per_request=4, size=8, topics=(planned,))
     table, report = generate_synthetic(ScriptedTeacher(reply), corpus["train"], corpus["test"], config=config,
                                        cache_dir=tmp_path, progress=False)
-    assert report["topic_mismatch"] == 8 and set(table["topic"]) == {"travel"}
-
-
-def test_a_topic_echoed_with_other_case_or_spacing_is_the_planned_topic(corpus, tmp_path):
-    pool = corpus["pool"]
-
-    def reply(messages, seed, n):
-        pairs = pool[seed * n:(seed + 1) * n]
-        return json.dumps({"pairs": [{"source": s, "target": t, "topic": " Everyday  Life "} for s, t in pairs]})
-
-    config = SynthConfig(pairs_per_request=4, size=8, topics=("everyday life",))
-    table, report = generate_synthetic(ScriptedTeacher(reply), corpus["train"], corpus["test"], config=config,
-                                       cache_dir=tmp_path, progress=False)
-    assert report["topic_mismatch"] == 0 and set(table["topic"]) == {"everyday life"}
+    assert report["topic_mismatch"] == mismatches and set(table["topic"]) == {planned}
     assert (table["origin"] == "synthetic:scripted:script").all()
 
 

@@ -62,9 +62,9 @@ class TinyModelSpec:
     grad_clip: float = 1.0
     min_frequency: int = 2
     """Minimum pair frequency for a BPE merge."""
+    seed: int = 0
     max_texts: int | None = None
     """Use at most this many texts (the first ones) for tokenizer and pretraining; None uses all."""
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.num_layers < 1 or self.num_layers % 2:
