@@ -284,6 +284,7 @@ def export(args: argparse.Namespace) -> int:
     from mt_assets.defs.io_manager import adapter_folder
     from mt_assets.lib.lora import export as merged
     from mt_assets.lib.translation.prompt import build_prompt
+    from mt_assets.lib.lora.adapter_folder import read_lineage
     from mt_assets.lib.translation.translate import check_adapter_folder
 
     profile = _profile(args.profile)
@@ -291,7 +292,7 @@ def export(args: argparse.Namespace) -> int:
     base_model, experiment = resources["base_model"], resources["experiment"]
     folder = adapter_folder(_lake(profile), args.adapter)
     check_adapter_folder(folder, args.adapter)  # a damaged adapter is named with the fix, before any loading
-    trained_on = merged.read_lineage(folder).get("base_model")
+    trained_on = read_lineage(folder).get("base_model")
     if trained_on and trained_on != base_model.reference()["base_model"]:
         raise SystemExit(f"mt-assets: {args.adapter} was trained on {trained_on}, not on this profile's base model "
                          f"{base_model.reference()['base_model']}: export it with the profile it was trained with")

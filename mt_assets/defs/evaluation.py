@@ -4,7 +4,6 @@ Every row of `translations` and `bleu_table` carries lineage: the content hashes
 table the adapter was trained on, and of the adapter folder, plus the base model reference.
 """
 
-import base64
 import tempfile
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from mt_assets.defs.tables import BLEU_TABLE_SCHEMA, TRANSLATIONS_SCHEMA
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.lora.adapter_folder import read_adapter_log
 from mt_assets.lib.data import langid
-from mt_assets.lib.scoring.charts import bleu_bars, loss_curves
+from mt_assets.lib.scoring.charts import bleu_bars, loss_curves, markdown_image
 from mt_assets.lib.scoring.metrics import score_systems
 from mt_assets.lib.translation.prompt import check_prompts_fit
 from mt_assets.lib.translation.systems import attach_adapters, translate_systems
@@ -136,15 +135,11 @@ def bleu_chart(context: dg.AssetExecutionContext, bleu_table: pd.DataFrame, **ad
     (folder / "bleu.png").write_bytes(bars)
     (folder / "loss.png").write_bytes(curves)
     context.add_output_metadata({
-        "bleu_chart": dg.MetadataValue.md(_inline_png(bars, "BLEU per system")),
-        "loss_curves": dg.MetadataValue.md(_inline_png(curves, "loss curves")),
+        "bleu_chart": dg.MetadataValue.md(markdown_image(bars, "BLEU per system")),
+        "loss_curves": dg.MetadataValue.md(markdown_image(curves, "loss curves")),
         "bleu_signature": signature,
     })
     return versioned(Folder(folder))
-
-
-def _inline_png(png: bytes, alt: str) -> str:
-    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
 @dg.asset_check(asset="translations", additional_ins={"test_A": dg.AssetIn("test_A")},

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from mt_assets.lib.hashing import folder_hash, table_hash
-from mt_assets.lib.translation.systems import (LINEAGE_FILE, adapter_lineage, attach_adapters, base_model_mismatch,
-                                               translate_systems)
+from mt_assets.lib.lora.adapter_folder import LINEAGE_FILE
+from mt_assets.lib.translation.systems import adapter_lineage, attach_adapters, base_model_mismatch, translate_systems
 from mt_assets.lib.translation.translate import translate
 from mt_assets_tests.lib.conftest import demo_pairs
 

@@ -44,6 +44,13 @@ def write_lineage(folder: Path, lineage: dict) -> None:
     (Path(folder) / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2))
 
 
+def read_lineage(folder: Path) -> dict:
+    """What training recorded in the folder's LINEAGE_FILE; {} for a folder without one (an adapter
+    trained elsewhere)."""
+    path = Path(folder) / LINEAGE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def write_loss_curve(folder: Path, system: str) -> bytes:
     """The loss curve of the adapter in `folder` (its log's train and validation loss against the step),
     drawn as bleu_chart draws every adapter's, labelled `system`; written to LOSS_CURVE_FILE."""

@@ -7,7 +7,6 @@ Plain Python: no Dagster here.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -131,8 +130,3 @@ def readme(name: str, example_prompt: str, has_lineage: bool, has_gguf: bool) ->
         lines += [f"`{LINEAGE_FILE}` is the adapter's lineage: its base model, training table and their hashes.", ""]
     return "\n".join(lines)
 
-
-def read_lineage(adapter: Path) -> dict:
-    """The adapter folder's lineage ({} when it has none)."""
-    path = Path(adapter) / LINEAGE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}

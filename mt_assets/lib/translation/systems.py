@@ -4,14 +4,13 @@ lineage each system's translations carry (what an adapter was trained on, its co
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pandas as pd
 
 from mt_assets.lib.hashing import folder_hash, table_hash
-from mt_assets.lib.lora.adapter_folder import LINEAGE_FILE
+from mt_assets.lib.lora.adapter_folder import read_lineage
 from mt_assets.lib.translation.translate import check_adapter_folder, translate
 
 NO_ADAPTER = {"adapter": "", "adapter_hash": "", "training_table": "", "training_table_hash": ""}
@@ -35,26 +34,19 @@ def attach_adapters(model, adapters: Mapping[str, tuple[str, Path]]):
     return model.eval()
 
 
-def trained_lineage(folder: Path) -> dict:
-    """What training recorded in an adapter folder's LINEAGE_FILE; empty for a folder without one
-    (an adapter trained elsewhere)."""
-    path = Path(folder) / LINEAGE_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def adapter_lineage(asset: str | None, folder: Path | None) -> dict[str, str]:
     """The lineage columns of a system: its adapter asset, the adapter folder's content hash, and the
     table it was trained on with that table's hash (all empty for the base model)."""
     if asset is None:
         return dict(NO_ADAPTER)
-    trained = json.loads((Path(folder) / LINEAGE_FILE).read_text())
+    trained = read_lineage(folder)
     return {"adapter": asset, "adapter_hash": folder_hash(Path(folder)), "training_table": trained["training_table"],
             "training_table_hash": trained["training_table_hash"]}
 
 
 def base_model_mismatch(folder: Path, adapter: str, base_model: str) -> str | None:
     """A warning when the adapter folder records a base model other than `base_model`, else None."""
-    trained_on = trained_lineage(folder).get("base_model")
+    trained_on = read_lineage(folder).get("base_model")
     if trained_on and trained_on != base_model:
         return f"{adapter} was trained on {trained_on}, this profile's base model is {base_model}"
     return None
