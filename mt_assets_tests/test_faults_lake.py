@@ -236,7 +236,7 @@ def test_a_truncated_lake_table_fails_naming_it_and_the_fix(ledger, lake, instan
 
 # --- adapters: checked against their recorded content hash before use -----------------------------
 
-EVALUATED = ["synth_B", "combined_C", "adapter_B", "adapter_C", "adapter_D", "translations"]
+EVALUATED = ["synth_B", "combined_C", "adapter_B", "adapter_C", "adapter_D", "adapter_E", "translations"]
 
 
 def evaluate(lake: Path, model_dir: Path, selection: list[str], instance, **kwargs) -> dg.ExecuteInProcessResult:

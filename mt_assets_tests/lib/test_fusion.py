@@ -132,6 +132,25 @@ def test_fused_folder_loads_like_a_trained_adapter_and_records_both_parents(pare
     assert (summary["method"], summary["weights"], summary["r"]) == ("linear", [0.5, 0.5], 4)
 
 
+def test_modules_trained_whole_merge_as_task_vectors_beside_the_lora_merge(tmp_path):
+    from peft import PeftModel
+
+    parents = {"adapter_B": make_adapter(tmp_path / "B", 1, r=4, alpha=8, table="train_A", modules_to_save=["wte"]),
+               "adapter_C": make_adapter(tmp_path / "C", 2, r=4, alpha=8, table="synth_B", modules_to_save=["wte"])}
+    fused = fuse(parents, tmp_path, method="cat", weights=[0.25, 0.5])
+    key = "base_model.model.transformer.wte.weight"
+    base = tiny_model().state_dict()["transformer.wte.weight"]
+    m_b, m_c = (load_file(str(f / "adapter_model.safetensors"))[key] for f in parents.values())
+    merged = load_file(str(fused / "adapter_model.safetensors"))[key]
+    torch.testing.assert_close(merged, base + 0.25 * (m_b - base) + 0.5 * (m_c - base))
+    (a_b, b_b, s_b), (a_c, b_c, s_c) = (parent_matrices(f) for f in parents.values())
+    torch.testing.assert_close(merged_delta(fused), 0.25 * s_b * b_b @ a_b + 0.5 * s_c * b_c @ a_c,
+                               rtol=1e-5, atol=1e-6)
+    assert json.loads((fused / "adapter_config.json").read_text())["modules_to_save"] == ["wte"]
+    loaded = PeftModel.from_pretrained(tiny_model(), str(fused))
+    torch.testing.assert_close(loaded.get_input_embeddings().weight, merged)
+
+
 @pytest.mark.parametrize("change, setting", [
     ({"r": 8, "alpha": 16}, "training.r"),
     ({"modules": ("q_proj",)}, "training.target_modules"),

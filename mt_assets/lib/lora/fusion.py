@@ -9,6 +9,8 @@ What PEFT computes per target module, with s_i = lora_alpha_i / r_i of parent i 
 - cat: A_i and B_i stacked (rank r_1 + r_2): the delta is exactly sum_i w_i s_i B_i A_i;
 - ties, dare_ties: A and B each merged as TIES / DARE-TIES task vectors with those scaled weights,
   keeping a `density` share of each parent's entries (DARE draws its mask from `seed`).
+Modules trained whole (training.modules_to_save), which PEFT cannot merge, are merged here as task
+vectors: base + sum_i w_i (M_i - base).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ DENSITY_METHODS = ("ties", "dare_ties")
 FUSION_FILE = "fusion_summary.json"
 """Written into the fused adapter's folder: the method, weights, density, rank and both parents."""
 ADAPTER_CONFIG = "adapter_config.json"
+SAVED_PREFIX = "base_model.model."
+"""How PEFT names a module trained whole in an adapter's weights file: this, then the module's own key."""
 MERGED = "default"
 """The merged adapter's name on the model: PEFT saves the adapter of this name at the folder's root."""
 
@@ -105,32 +109,62 @@ def check_parents(parents: dict[str, Path], recipe: FusionRecipe, base_model: di
         raise ValueError(f"fusion.method {recipe.method} needs parents of one rank; {first} has r "
                          f"{configs[first]['r']}, {second} r {configs[second]['r']} (setting training.r): "
                          "use fusion.method cat, or train both with the same r")
-    for name, config in configs.items():
-        if config.get("modules_to_save"):
-            raise ValueError(f"{name} trains modules whole (setting training.modules_to_save "
-                             f"{config['modules_to_save']}), which PEFT cannot merge: train the parents "
-                             "without training.modules_to_save to fuse them")
+    saved = {name: sorted(config.get("modules_to_save") or []) for name, config in configs.items()}
+    if saved[first] != saved[second]:
+        raise ValueError(f"{first} trains modules {saved[first]} whole, {second} {saved[second]} (setting "
+                         "training.modules_to_save): merge adapters trained with the same modules_to_save")
 
 
 def merge_adapters(model, parents: dict[str, Path], recipe: FusionRecipe):
-    """`model` (the base model) with both parents loaded under their names and merged into the
-    adapter MERGED (active). `parents` maps each parent's name to its folder, [B, C] in order."""
+    """`model` (the base model) with both parents' LoRA weights loaded under their names and merged
+    into the adapter MERGED (active). `parents` maps each parent's name to its folder, [B, C] in
+    order. Modules trained whole (modules_to_save) are left out here: PEFT cannot merge them
+    (`merge_saved_modules` does)."""
     import torch
-    from peft import PeftModel
+    from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
+    from peft.utils import load_peft_weights
 
-    names = list(parents)
     for name, folder in parents.items():
-        if not isinstance(model, PeftModel):
-            model = PeftModel.from_pretrained(model, str(folder), adapter_name=name)
+        config = PeftConfig.from_pretrained(str(folder))
+        config.modules_to_save = None
+        if name == next(iter(parents)):
+            model = get_peft_model(model, config, adapter_name=name)
         else:
-            model.load_adapter(str(folder), adapter_name=name)
+            model.add_adapter(name, config)
+        lora = {key: value for key, value in load_peft_weights(str(folder)).items() if "lora_" in key}
+        set_peft_model_state_dict(model, lora, adapter_name=name)
     density = recipe.density if recipe.method in DENSITY_METHODS else None
     with torch.random.fork_rng(devices=[]):  # dare_ties' mask, without touching the caller's generator
         torch.manual_seed(recipe.seed)
-        model.add_weighted_adapter(names, list(map(float, recipe.weights)), MERGED,
+        model.add_weighted_adapter(list(parents), list(map(float, recipe.weights)), MERGED,
                                    combination_type=recipe.method, density=density)
     model.set_adapter(MERGED)
-    return model
+    return model.eval()
+
+
+def merge_saved_modules(model, parents: dict[str, Path], recipe: FusionRecipe, output: Path) -> list[str]:
+    """The parents' modules trained whole (modules_to_save) merged as task vectors, into the
+    adapter saved at `output`: base + w_B (M_B - base) + w_C (M_C - base), whatever the method
+    (an even [0.5, 0.5] gives their mean). Returns the modules (none: nothing to do)."""
+    import torch
+    from peft.utils import load_peft_weights
+    from safetensors.torch import save_file
+
+    modules = _config(next(iter(parents.values()))).get("modules_to_save") or []
+    if not modules:
+        return []
+    saved = [{k: v for k, v in load_peft_weights(str(folder)).items() if "lora_" not in k} for folder in parents.values()]
+    base = model.get_base_model().state_dict()
+    weights = load_peft_weights(str(output))
+    for key, first in saved[0].items():
+        original = base[key.removeprefix(SAVED_PREFIX)].detach().to("cpu", torch.float32)
+        merged = original + sum(w * (parent[key].to(torch.float32) - original)
+                                for w, parent in zip(map(float, recipe.weights), saved))
+        weights[key] = merged.to(first.dtype).contiguous()
+    save_file(weights, str(output / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = _config(output)
+    (output / ADAPTER_CONFIG).write_text(json.dumps({**config, "modules_to_save": modules}, indent=2))
+    return modules
 
 
 def fuse_adapters(model, parents: dict[str, Path], recipe: FusionRecipe, output: Path,
@@ -141,7 +175,8 @@ def fuse_adapters(model, parents: dict[str, Path], recipe: FusionRecipe, output:
     check_parents(parents, recipe, base_model)
     merged = merge_adapters(model, parents, recipe)
     output = Path(output)
-    merged.save_pretrained(str(output), selected_adapters=[MERGED])
+    merged.save_pretrained(str(output), selected_adapters=[MERGED], safe_serialization=True)
+    saved_modules = merge_saved_modules(merged, parents, recipe, output)
     parent_rows = [{"adapter": name, "adapter_hash": folder_hash(Path(folder)),
                     "training_table": trained_lineage(folder).get("training_table", ""),
                     "training_table_hash": trained_lineage(folder).get("training_table_hash", "")}
@@ -150,7 +185,7 @@ def fuse_adapters(model, parents: dict[str, Path], recipe: FusionRecipe, output:
     write_lineage(output, {**fused_table_lineage(parent_rows), "parents": parent_rows,
                            "base_model": first.get("base_model"), "revision": first.get("revision")})
     summary = {**asdict(recipe), "weights": list(map(float, recipe.weights)), "r": _config(output)["r"],
-               "parents": parent_rows}
+               "modules_to_save": saved_modules, "parents": parent_rows}
     if recipe.method not in DENSITY_METHODS:
         summary.pop("density")
         summary.pop("seed")
