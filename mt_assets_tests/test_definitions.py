@@ -144,3 +144,24 @@ def test_dg_check_defs_passes_on_the_project(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All definitions loaded successfully" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("section, expected", [
+    ("", "FusionRecipe(method='linear', weights=[0.5, 0.5], density=0.5, seed=0)"),
+    ("  method: dare_ties\n  weights: [0.3, 0.9]\n  density: 0.4\n  seed: 7\n",
+     "FusionRecipe(method='dare_ties', weights=[0.3, 0.9], density=0.4, seed=7)"),
+    ("  method: svd\n", "fusion.method: Input should be 'linear', 'ties', 'dare_ties' or 'cat'"),
+    ("  weights: [1.0, 2.0, 3.0]\n", "fusion.weights: List should have at most 2 items"),
+    ("  density: 0\n", "fusion.density: Input should be greater than 0"),
+    ("  wieghts: [1, 1]\n", "unknown setting(s) fusion.wieghts (did you mean 'weights'?)"),
+])
+def test_fusion_settings_come_from_the_profile_section_and_are_checked(tmp_path, section, expected):
+    from mt_assets.defs.profiles import ProfileError, build_resources, load_profile
+
+    profile = tmp_path / "fused.yaml"
+    profile.write_text(f"extends: tiny\nfusion:\n{section}" if section else "extends: tiny\n")
+    try:
+        built = repr(build_resources(load_profile(str(profile)))["fusion"].recipe())
+    except ProfileError as err:
+        built = str(err)
+    assert expected in built

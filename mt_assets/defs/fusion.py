@@ -19,7 +19,7 @@ Fusion = type("Fusion", (dg.ConfigurableResource,), {
     "__module__": __name__,
     "__doc__": """How adapter_E merges adapter_B and adapter_C (profile section `fusion`): one setting per
     field of lib.lora.fusion.FusionRecipe, with its type, bounds and default (an even linear merge).""",
-    "__annotations__": {name: (list[float] if name == "weights" else kind) for name, kind in field_types().items()},
+    "__annotations__": dict(field_types()),
     **field_defaults(),
     "recipe": lambda self: FusionRecipe(**{name: getattr(self, name) for name in field_types()}),
 })

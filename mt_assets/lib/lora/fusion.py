@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal, get_type_hints
 
-from annotated_types import Ge, Gt, Le
+from annotated_types import Ge, Gt, Le, Len
 
 from mt_assets.lib.hashing import folder_hash
 from mt_assets.lib.lora.adapter_folder import write_lineage
@@ -46,7 +46,7 @@ class FusionRecipe:
 
     method: Literal[METHODS] = "linear"
     """linear, ties, dare_ties (equal r) or cat (ranks add up; the exact weighted sum of the deltas)."""
-    weights: list[float] = field(default_factory=lambda: [0.5, 0.5])
+    weights: Annotated[list[float], Len(2, 2)] = field(default_factory=lambda: [0.5, 0.5])
     """[w_B, w_C]: each parent's weight in the merge."""
     density: Annotated[float, Gt(0), Le(1)] = 0.5
     """ties and dare_ties: the share of each parent's entries kept (unused by linear and cat)."""
