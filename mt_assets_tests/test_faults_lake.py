@@ -296,7 +296,7 @@ def test_a_damaged_adapter_stops_evaluation_naming_it_and_the_fix(  # noqa: F811
 
 def test_evaluation_runs_on_checked_adapters(trained_lake):
     translations = pd.read_parquet(trained_lake / "translations.parquet")
-    for system in "BCD":
+    for system in "BCDE":
         adapter = trained_lake / f"adapter_{system}"
         assert (trained_lake / ".content_hashes" / f"adapter_{system}").read_text() == folder_hash(adapter)
         assert set(translations.loc[translations["system"] == system, "adapter_hash"]) == {folder_hash(adapter)}

@@ -199,7 +199,3 @@ def fused_table_lineage(parents: list[dict]) -> dict[str, str]:
     (e.g. "adapter_B:train_A+adapter_C:synth_B" and "<hash of train_A>+<hash of synth_B>")."""
     return {"training_table": "+".join(f"{p['adapter']}:{p['training_table']}" for p in parents),
             "training_table_hash": "+".join(p["training_table_hash"] for p in parents)}
-
-
-def read_fusion_summary(folder: Path) -> dict:
-    return json.loads((Path(folder) / FUSION_FILE).read_text())
