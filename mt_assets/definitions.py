@@ -4,6 +4,7 @@ import dagster as dg
 
 from mt_assets.defs.data import data_assets, data_checks
 from mt_assets.defs.evaluation import evaluation_assets, evaluation_checks
+from mt_assets.defs.fusion import fusion_assets
 from mt_assets.defs.profiles import build_executor, build_resources, load_profile, profile_tags, schedule_settings
 from mt_assets.defs.schedules import asset_job, evaluation_job, evaluation_schedule
 from mt_assets.defs.synthetic import synthetic_assets, synthetic_checks
@@ -16,7 +17,7 @@ def build_definitions(profile: dict) -> dg.Definitions:
     tags = profile_tags(profile)
     evaluation = evaluation_job(tags)
     return dg.Definitions(
-        assets=[*data_assets, *synthetic_assets, *training_assets, *evaluation_assets],
+        assets=[*data_assets, *synthetic_assets, *training_assets, *fusion_assets, *evaluation_assets],
         asset_checks=[*data_checks, *synthetic_checks, *training_checks, *evaluation_checks],
         jobs=[asset_job(tags), evaluation],
         schedules=[evaluation_schedule(schedule_settings(profile), evaluation)],

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mt_assets.defs.evaluation import Evaluation
+from mt_assets.defs.fusion import Fusion
 from mt_assets.defs.io_manager import DataLakeIOManager
 from mt_assets.defs.models import TinyBaseModel
 from mt_assets.defs.profiles import PACKAGE_DATA
@@ -40,5 +41,6 @@ def graph_resources(lake: Path, base_model: TinyBaseModel, *, sample_size: int =
         "teacher": teacher or OracleTeacherCorpus(path=str(DEMO_TSV), format="tsv", **DEMO_COLUMNS),
         "synthesis": Synthesis(cache_dir=str(lake / ".teacher_cache")),
         "training": Training(**recipe),  # staging: the default, .staging/ inside the lake
+        "fusion": Fusion(),  # the default: an even linear merge of adapter_B and adapter_C
         "evaluation": Evaluation(batch_size=32, max_new_tokens=40, n_bootstrap=200),
     }

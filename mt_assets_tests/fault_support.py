@@ -23,6 +23,7 @@ from pathlib import Path
 import dagster as dg
 
 from mt_assets.defs.data import data_assets
+from mt_assets.defs.fusion import fusion_assets
 from mt_assets.defs.synthetic import OpenAICompatibleTeacher, Synthesis, synthetic_assets
 from mt_assets.defs.training import training_assets
 from mt_assets_tests.e2e_support import DEMO_COLUMNS, DEMO_TSV, graph_resources, tiny_base
@@ -32,7 +33,7 @@ PRETRAIN_STEPS = 5
 """The fault suite's tiny base model barely pretrains: resuming and failing need no fluent model."""
 SAMPLE_SIZE = 50
 SPLIT = ["opus_sample", "train_A", "test_A"]
-ASSETS = [*data_assets, *synthetic_assets, *training_assets]
+ASSETS = [*data_assets, *synthetic_assets, *training_assets, *fusion_assets]
 TRAINING = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["all-linear"], "modules_to_save": ["wte"],
             "learning_rate": 3e-3, "batch_size": 4, "max_length": 96, "max_steps": 6, "eval_steps": 2,
             "logging_steps": 1, "validation_fraction": 0.0}

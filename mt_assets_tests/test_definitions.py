@@ -13,10 +13,10 @@ from mt_assets.definitions import defs
 DATA_ASSETS = {"opus_sample", "train_A", "test_A"}
 ASSET_GROUPS = {
     "opus_sample": "data", "train_A": "data", "test_A": "data", "synth_B": "synthetic", "combined_C": "synthetic",
-    "adapter_B": "training", "adapter_C": "training", "adapter_D": "training",
+    "adapter_B": "training", "adapter_C": "training", "adapter_D": "training", "adapter_E": "training",
     "translations": "evaluation", "bleu_table": "evaluation", "bleu_chart": "evaluation",
 }
-GPU_ASSETS = {"adapter_B", "adapter_C", "adapter_D", "translations"}
+GPU_ASSETS = {"adapter_B", "adapter_C", "adapter_D", "adapter_E", "translations"}
 DATA_CHECKS = {
     ("opus_sample", "no_blank_text"), ("opus_sample", "no_duplicate_pairs"),
     ("opus_sample", "source_differs_from_target"), ("opus_sample", "sample_size_reached"),
@@ -68,13 +68,30 @@ def test_lineage_edges():
     assert parents["adapter_B"] == {"train_A"}
     assert parents["adapter_C"] == {"synth_B"}
     assert parents["adapter_D"] == {"combined_C"}
-    assert parents["translations"] == {"test_A", "adapter_B", "adapter_C", "adapter_D"}
+    assert parents["adapter_E"] == {"adapter_B", "adapter_C"}
+    assert parents["translations"] == {"test_A", "adapter_B", "adapter_C", "adapter_D", "adapter_E"}
     assert parents["synth_B"] == {"train_A", "test_A"}
+
+
+def test_adapter_e_never_reads_test_A_and_nothing_upstream_chooses_by_it():
+    """adapter_E reads its two parents only. Upstream, test_A is read by synth_B alone, and only to
+    keep test pairs out of the synthetic data (no_test_contamination): no setting of E, B or C is
+    chosen by test_A."""
+    graph = defs.resolve_asset_graph()
+    parents = lambda key: graph.get(key).parent_keys  # noqa: E731
+    upstream, frontier = set(), {dg.AssetKey("adapter_E")}
+    while frontier:
+        frontier = {parent for key in frontier for parent in parents(key)} - upstream
+        upstream |= frontier
+    assert dg.AssetKey("test_A") not in parents(dg.AssetKey("adapter_E"))
+    assert {"adapter_B", "adapter_C", "train_A", "synth_B"} <= {k.to_user_string() for k in upstream}
+    readers = {key.to_user_string() for key in upstream if dg.AssetKey("test_A") in parents(key)}
+    assert readers == {"synth_B"}
 
 
 def test_resources_are_configured():
     assert {"io_manager", "experiment", "corpus", "base_model", "teacher", "synthesis", "training",
-            "evaluation"} <= set(defs.resources)
+            "fusion", "evaluation"} <= set(defs.resources)
 
 
 def test_data_assets_carry_groups_descriptions_kinds_and_column_schemas():
@@ -127,3 +144,24 @@ def test_dg_check_defs_passes_on_the_project(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All definitions loaded successfully" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("section, expected", [
+    ("", "FusionRecipe(method='linear', weights=[0.5, 0.5], density=0.5, seed=0)"),
+    ("  method: dare_ties\n  weights: [0.3, 0.9]\n  density: 0.4\n  seed: 7\n",
+     "FusionRecipe(method='dare_ties', weights=[0.3, 0.9], density=0.4, seed=7)"),
+    ("  method: svd\n", "fusion.method: Input should be 'linear', 'ties', 'dare_ties' or 'cat'"),
+    ("  weights: [1.0, 2.0, 3.0]\n", "fusion.weights: List should have at most 2 items"),
+    ("  density: 0\n", "fusion.density: Input should be greater than 0"),
+    ("  wieghts: [1, 1]\n", "unknown setting(s) fusion.wieghts (did you mean 'weights'?)"),
+])
+def test_fusion_settings_come_from_the_profile_section_and_are_checked(tmp_path, section, expected):
+    from mt_assets.defs.profiles import ProfileError, build_resources, load_profile
+
+    profile = tmp_path / "fused.yaml"
+    profile.write_text(f"extends: tiny\nfusion:\n{section}" if section else "extends: tiny\n")
+    try:
+        built = repr(build_resources(load_profile(str(profile)))["fusion"].recipe())
+    except ProfileError as err:
+        built = str(err)
+    assert expected in built

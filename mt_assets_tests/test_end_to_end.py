@@ -88,7 +88,7 @@ def test_synthetic_data_is_twice_train_and_labelled(materialized):
 def test_translations_cover_every_system_and_pair(materialized):
     lake, _, _ = materialized
     translations, test = pd.read_parquet(lake / "translations.parquet"), pd.read_parquet(lake / "test_A.parquet")
-    assert sorted(translations["system"].unique()) == ["A", "B", "C", "D"]
+    assert sorted(translations["system"].unique()) == ["A", "B", "C", "D", "E"]
     for _, rows in translations.groupby("system"):
         assert list(rows["pair_id"]) == list(test["pair_id"])
     assert not translations["hypothesis"].str.contains("\n").any()
@@ -98,13 +98,31 @@ def test_bleu_table_has_every_column_and_lineage(materialized):
     lake, _, _ = materialized
     table = pd.read_parquet(lake / "bleu_table.parquet").set_index("system", drop=False)
     assert BLEU_COLUMNS <= set(table.columns)
-    assert list(table["system"]) == ["A", "B", "C", "D"]
+    assert list(table["system"]) == ["A", "B", "C", "D", "E"]
     assert table["bleu_signature"].str.contains("nrefs:1").all() and table["bleu_signature"].str.contains("bs:200").all()
     assert (table["test_table_hash"] == table_hash(pd.read_parquet(lake / "test_A.parquet"))).all()
     assert table.loc["A", "adapter_hash"] == "" and table.loc["B", "adapter_hash"] == folder_hash(lake / "adapter_B")
     assert table.loc["D", "training_table"] == "combined_C"
     assert table[["bleu", "chrf"]].notna().all().all()
     assert table.loc["B", "bleu_p_vs_A"] <= 1 and np.isnan(table.loc["B", "bleu_p_vs_B"])
+
+
+def test_fused_adapter_e_names_both_parents_as_the_lake_recorded_them(materialized):
+    lake, result, resources = materialized
+    metadata = {name: result.asset_materializations_for_node(name)[0].metadata
+                for name in ("adapter_B", "adapter_C", "adapter_E")}
+    for parent in ("adapter_B", "adapter_C"):
+        recorded = (lake / ".content_hashes" / parent).read_text().strip()
+        assert metadata["adapter_E"][f"{parent}_hash"].value == metadata[parent]["content_hash"].value == recorded
+    assert (metadata["adapter_E"]["method"].value, metadata["adapter_E"]["weights"].value) == ("linear", [0.5, 0.5])
+    tables = {name: table_hash(pd.read_parquet(lake / f"{name}.parquet")) for name in ("train_A", "synth_B")}
+    row = pd.read_parquet(lake / "bleu_table.parquet").set_index("system").loc["E"]
+    assert (row["adapter"], row["adapter_hash"]) == ("adapter_E", folder_hash(lake / "adapter_E"))
+    assert row["training_table"] == "adapter_B:train_A+adapter_C:synth_B"
+    assert row["training_table_hash"] == f"{tables['train_A']}+{tables['synth_B']}"
+    assert row["base_model"] == resources["base_model"].model_path()
+    translated = pd.read_parquet(lake / "translations.parquet")
+    assert (translated["system"] == "E").sum() == (translated["system"] == "B").sum() > 0
 
 
 def test_chart_is_a_real_picture_shown_in_the_ui(materialized):

@@ -236,7 +236,7 @@ def test_a_truncated_lake_table_fails_naming_it_and_the_fix(ledger, lake, instan
 
 # --- adapters: checked against their recorded content hash before use -----------------------------
 
-EVALUATED = ["synth_B", "combined_C", "adapter_B", "adapter_C", "adapter_D", "translations"]
+EVALUATED = ["synth_B", "combined_C", "adapter_B", "adapter_C", "adapter_D", "adapter_E", "translations"]
 
 
 def evaluate(lake: Path, model_dir: Path, selection: list[str], instance, **kwargs) -> dg.ExecuteInProcessResult:
@@ -296,7 +296,7 @@ def test_a_damaged_adapter_stops_evaluation_naming_it_and_the_fix(  # noqa: F811
 
 def test_evaluation_runs_on_checked_adapters(trained_lake):
     translations = pd.read_parquet(trained_lake / "translations.parquet")
-    for system in "BCD":
+    for system in "BCDE":
         adapter = trained_lake / f"adapter_{system}"
         assert (trained_lake / ".content_hashes" / f"adapter_{system}").read_text() == folder_hash(adapter)
         assert set(translations.loc[translations["system"] == system, "adapter_hash"]) == {folder_hash(adapter)}

@@ -30,7 +30,8 @@ def test_instance_configuration_limits_pools_to_one():
 def test_only_model_assets_are_in_the_gpu_pool():
     graph = defs.resolve_asset_graph()
     pooled = {key.to_user_string(): graph.get(key).pools for key in graph.get_all_asset_keys()}
-    assert {name for name, pools in pooled.items() if pools} == {"adapter_B", "adapter_C", "adapter_D", "translations"}
+    assert {name for name, pools in pooled.items() if pools} == {"adapter_B", "adapter_C", "adapter_D", "adapter_E",
+                                                                     "translations"}
     assert all(pools == {GPU_POOL} for pools in pooled.values() if pools)
     assert pool_probe.POOL == GPU_POOL
 

@@ -21,7 +21,7 @@ from mt_assets.defs.profiles import load_profile
 from mt_assets.lib.lora.staging import WorkFolder, checkpoint_mirror, staging_root
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
-GPU_ASSETS = {"adapter_B", "adapter_C", "adapter_D", "translations"}
+GPU_ASSETS = {"adapter_B", "adapter_C", "adapter_D", "adapter_E", "translations"}
 HELM_RUN_LAUNCHER = SimpleNamespace(  # what the Helm chart's K8sRunLauncher gives every step pod
     job_image=None, dagster_home="/opt/dagster/dagster_home", instance_config_map="dagster-instance",
     postgres_password_secret="dagster-postgresql-secret")

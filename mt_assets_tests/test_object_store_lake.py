@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 BUCKET = "mt-lake"
 LAKE = f"s3://{BUCKET}/experiments/lake"
 GRAPH = [*ASSETS, *evaluation_assets, *data_checks, *synthetic_checks, *training_checks, *evaluation_checks]
-FOLDERS = ["adapter_B", "adapter_C", "adapter_D", "bleu_chart"]
+FOLDERS = ["adapter_B", "adapter_C", "adapter_D", "adapter_E", "bleu_chart"]
 TABLES = ["opus_sample", "train_A", "test_A", "synth_B", "combined_C", "translations", "bleu_table"]
 
 
@@ -86,9 +86,9 @@ def test_the_whole_graph_runs_on_an_object_store_lake(s3, model_dir, tmp_path, i
     assert list(work.iterdir()) == [], "nothing was written relative to the working directory"
 
     bleu = read_table(s3, "bleu_table").set_index("system")
-    assert list(bleu.index) == ["A", "B", "C", "D"]
+    assert list(bleu.index) == ["A", "B", "C", "D", "E"]
     recorded = {f: s3.cat(f"{LAKE}/.content_hashes/{f}").decode() for f in FOLDERS}
-    for system in "BCD":
+    for system in "BCDE":
         assert bleu.loc[system, "adapter_hash"] == recorded[f"adapter_{system}"], "lineage names the stored adapter"
         staged = scratch / "mt_assets-lake" / f"adapter_{system}-{recorded[f'adapter_{system}']}"
         assert (staged / "adapter_model.safetensors").is_file(), "read from a local copy keyed by its hash"

@@ -11,6 +11,7 @@ import dagster as dg
 import pandas as pd
 
 from mt_assets.defs.common import GPU_POOL, GPU_TAGS, AtLeastOne
+from mt_assets.defs.fusion import FUSED_ADAPTERS
 from mt_assets.defs.io_manager import Folder
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.tables import BLEU_TABLE_SCHEMA, TRANSLATIONS_SCHEMA
@@ -22,7 +23,7 @@ from mt_assets.lib.scoring.metrics import score_systems
 from mt_assets.lib.translation.prompt import check_prompts_fit
 from mt_assets.lib.translation.systems import attach_adapters, translate_systems
 
-SYSTEMS = {"A": None, "B": "adapter_B", "C": "adapter_C", "D": "adapter_D"}
+SYSTEMS = {"A": None, "B": "adapter_B", "C": "adapter_C", "D": "adapter_D", "E": "adapter_E"}
 """System name -> the adapter asset it uses (A is the base model, zero-shot)."""
 BASELINES = ("A", "B")
 
@@ -57,8 +58,8 @@ def _adapter_ins() -> dict[str, dg.AssetIn]:
     op_tags=GPU_TAGS,
     ins={"test_A": dg.AssetIn("test_A"), **_adapter_ins()},
     metadata={"dagster/column_schema": TRANSLATIONS_SCHEMA},
-    description="Greedy translations of test_A by system A (base model, zero-shot) and systems B, C, D "
-    "(the base model with adapter_B, adapter_C, adapter_D), one row per pair and system, with lineage.",
+    description="Greedy translations of test_A by system A (base model, zero-shot) and systems B, C, D, E "
+    "(the base model with adapter_B, adapter_C, adapter_D, adapter_E), one row per pair and system, with lineage.",
 )
 def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_model: BaseModel,
                  evaluation: Evaluation, **adapters) -> dg.Output[pd.DataFrame]:
@@ -125,13 +126,14 @@ def bleu_table(context: dg.AssetExecutionContext, translations: pd.DataFrame,
     kinds={"matplotlib", "png"},
     ins={"bleu_table": dg.AssetIn("bleu_table"), **_adapter_ins()},
     description="PNG charts: BLEU and chrF per system with 95% CI error bars, and train/validation loss "
-    "curves per adapter. Shown on this asset's page in the UI.",
+    "curves per trained adapter (not E, merged). Shown on this asset's page in the UI.",
 )
 def bleu_chart(context: dg.AssetExecutionContext, bleu_table: pd.DataFrame, **adapters) -> dg.Output[Folder]:
     folder = Path(tempfile.mkdtemp(prefix="bleu_chart-"))
     signature = bleu_table["bleu_signature"].iloc[0].split("|version")[0]
     bars = bleu_bars(bleu_table, f"{len(bleu_table)} systems, {int(bleu_table['segments'].iloc[0])} test pairs")
-    curves = loss_curves({system: read_adapter_log(adapters[asset]) for system, asset in SYSTEMS.items() if asset})
+    curves = loss_curves({system: read_adapter_log(adapters[asset]) for system, asset in SYSTEMS.items()
+                         if asset and asset not in FUSED_ADAPTERS})  # merged adapters have no training log
     (folder / "bleu.png").write_bytes(bars)
     (folder / "loss.png").write_bytes(curves)
     context.add_output_metadata({

@@ -23,6 +23,7 @@ import yaml
 
 from mt_assets.defs.data import Experiment, HuggingFaceCorpus, LocalCorpus
 from mt_assets.defs.evaluation import Evaluation
+from mt_assets.defs.fusion import Fusion
 from mt_assets.defs.io_manager import DataLakeIOManager
 from mt_assets.defs.models import GgufBaseModel, HubBaseModel, TinyBaseModel
 from mt_assets.defs.schedules import ScheduleSettings
@@ -36,7 +37,8 @@ BACKENDS = {
                  "oracle": OracleTeacherCorpus}, "openai"),
 }
 """Sections whose `type` picks one of several resource classes, and the default type."""
-SETTINGS = {"experiment": Experiment, "synthesis": Synthesis, "training": Training, "evaluation": Evaluation}
+SETTINGS = {"experiment": Experiment, "synthesis": Synthesis, "training": Training, "fusion": Fusion,
+            "evaluation": Evaluation}
 """Sections that configure one resource class."""
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "profiles"

@@ -38,14 +38,16 @@ _LINEAGE = {
     "test_table_hash": ("string", "SHA-256 of the test_A rows scored (lib.hashing.table_hash)"),
     "adapter": ("string", "the adapter asset of the system (empty for A, the base model)"),
     "adapter_hash": ("string", "SHA-256 of the adapter folder used (lib.hashing.folder_hash)"),
-    "training_table": ("string", "the table the adapter was trained on"),
-    "training_table_hash": ("string", "SHA-256 of the rows the trainer read"),
+    "training_table": ("string", "the table the adapter was trained on; for E (adapter_E, merged from two "
+                       "adapters) each parent as <adapter>:<table> joined by '+': adapter_B:train_A+adapter_C:synth_B"),
+    "training_table_hash": ("string", "SHA-256 of the rows the trainer read; for E the parents' table hashes "
+                            "joined by '+', in the order of training_table"),
     "base_model": ("string", "the base model as configured"),
     "base_revision": ("string", "the base model's revision: a Hub commit, or sha256:<hash> of a GGUF file"),
 }
 TRANSLATIONS_SCHEMA = _schema({
     "pair_id": ("string", "the test pair (test_A.pair_id)"),
-    "system": ("string", "A (the base model, zero-shot) or B, C, D (the base model with adapter_B, _C, _D)"),
+    "system": ("string", "A (the base model, zero-shot) or B, C, D, E (the base model with adapter_B, _C, _D, _E)"),
     "source": ("string", "the source sentence"),
     "reference": ("string", "the reference translation (test_A.target)"),
     "hypothesis": ("string", "the system's greedy translation"),
@@ -54,7 +56,7 @@ TRANSLATIONS_SCHEMA = _schema({
     **_LINEAGE,
 })
 BLEU_TABLE_SCHEMA = _schema({
-    "system": ("string", "A, B, C or D (see translations)"),
+    "system": ("string", "A, B, C, D or E (see translations)"),
     "bleu": ("float", "corpus BLEU (sacreBLEU), 0-100"),
     "bleu_ci95": ("float", "half-width of the 95% bootstrap confidence interval of bleu"),
     "chrf": ("float", "corpus chrF (sacreBLEU), 0-100"),
