@@ -68,7 +68,7 @@ def test_lineage_edges():
     assert parents["adapter_B"] == {"train_A"}
     assert parents["adapter_C"] == {"synth_B"}
     assert parents["adapter_D"] == {"combined_C"}
-    assert parents["translations"] == {"test_A", "adapter_B", "adapter_C", "adapter_D"}
+    assert parents["translations"] == {"test_A", "train_A", "adapter_B", "adapter_C", "adapter_D"}
     assert parents["synth_B"] == {"train_A", "test_A"}
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mt_assets.defs.common import GPU_POOL, GPU_TAGS, AtLeastOne
+from mt_assets.defs.common import GPU_POOL, GPU_TAGS, AtLeastOne, NonNegative
 from mt_assets.defs.io_manager import Folder
+from mt_assets.defs.data import Experiment
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.tables import BLEU_TABLE_SCHEMA, TRANSLATIONS_SCHEMA
 from mt_assets.defs.versioning import versioned
@@ -20,11 +21,14 @@ from mt_assets.lib.lora.adapter_folder import read_adapter_log
 from mt_assets.lib.data import langid
 from mt_assets.lib.scoring.charts import bleu_bars, loss_curves
 from mt_assets.lib.scoring.metrics import score_systems
+from mt_assets.lib.translation.fewshot import draw_examples, example_pairs
 from mt_assets.lib.translation.prompt import check_prompts_fit
 from mt_assets.lib.translation.systems import attach_adapters, translate_systems
 
-SYSTEMS = {"A": None, "B": "adapter_B", "C": "adapter_C", "D": "adapter_D"}
-"""System name -> the adapter asset it uses (A is the base model, zero-shot)."""
+SYSTEMS = {"A": None, "A_fewshot": None, "B": "adapter_B", "C": "adapter_C", "D": "adapter_D"}
+"""System name -> the adapter asset it uses (A is the base model, zero-shot; A_fewshot the base model
+shown evaluation.fewshot_k examples from train_A before each sentence)."""
+FEWSHOT_SYSTEM = "A_fewshot"
 BASELINES = ("A", "B")
 
 
@@ -44,6 +48,13 @@ class Evaluation(dg.ConfigurableResource):
     """fast (fused attention) or eager attention: the same translations. The GELU is fused either way
     (lib.translation.kernels)."""
     n_bootstrap: int = 1000
+    fewshot_k: NonNegative = 3
+    """Worked examples from train_A (a draw seeded by experiment.seed, never a test_A pair) that system
+    A_fewshot shows the base model before each sentence; 0: no A_fewshot system."""
+
+    def systems(self) -> dict[str, str | None]:
+        """The systems this evaluation runs: SYSTEMS, without A_fewshot when fewshot_k is 0."""
+        return {s: a for s, a in SYSTEMS.items() if s != FEWSHOT_SYSTEM or self.fewshot_k > 0}
 
 
 def _adapter_ins() -> dict[str, dg.AssetIn]:
@@ -52,31 +63,37 @@ def _adapter_ins() -> dict[str, dg.AssetIn]:
 
 @dg.asset(
     group_name="evaluation",
-    code_version="1",
+    code_version="2",
     kinds={"pytorch", "pandas", "parquet"},
     pool=GPU_POOL,
     op_tags=GPU_TAGS,
-    ins={"test_A": dg.AssetIn("test_A"), **_adapter_ins()},
+    ins={"test_A": dg.AssetIn("test_A"), "train_A": dg.AssetIn("train_A"), **_adapter_ins()},
     metadata={"dagster/column_schema": TRANSLATIONS_SCHEMA},
-    description="Greedy translations of test_A by system A (base model, zero-shot) and systems B, C, D "
-    "(the base model with adapter_B, adapter_C, adapter_D), one row per pair and system, with lineage.",
+    description="Greedy translations of test_A by system A (base model, zero-shot), A_fewshot (base model "
+    "shown evaluation.fewshot_k examples from train_A) and systems B, C, D (the base model with adapter_B, "
+    "adapter_C, adapter_D), one row per pair and system, with lineage.",
 )
-def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_model: BaseModel,
-                 evaluation: Evaluation, **adapters) -> dg.Output[pd.DataFrame]:
+def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, train_A: pd.DataFrame,
+                 base_model: BaseModel, evaluation: Evaluation, experiment: Experiment,
+                 **adapters) -> dg.Output[pd.DataFrame]:
+    systems = evaluation.systems()
+    examples = draw_examples(train_A, test_A, evaluation.fewshot_k, experiment.seed)  # raises on a test_A pair
     tokenizer = base_model.load_tokenizer()
     model = base_model.load_model()
     check_prompts_fit(tokenizer, model.config, list(test_A["source"]), test_A["source_lang"].iloc[0],  # before any work
                       test_A["target_lang"].iloc[0], evaluation.max_new_tokens, "test_A",
                       (f"pair {p}" for p in test_A["pair_id"]),
-                      "Lower setting experiment.max_chars (opus_sample leaves longer pairs out) or "
-                      "evaluation.max_new_tokens")
+                      "Lower setting experiment.max_chars (opus_sample leaves longer pairs out), "
+                      "evaluation.max_new_tokens or evaluation.fewshot_k", examples=example_pairs(examples))
     # the IO manager has checked each folder against its recorded content hash
-    model = attach_adapters(model, {system: (asset, adapters[asset]) for system, asset in SYSTEMS.items() if asset})
-    table = translate_systems(model, tokenizer, test_A, SYSTEMS, adapters, base_model.reference(), log=context.log.info,
-                              batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
-                              decoder=evaluation.decoder, token_budget=evaluation.token_budget,
-                              kernels=evaluation.kernels)
+    model = attach_adapters(model, {system: (asset, adapters[asset]) for system, asset in systems.items() if asset})
+    fewshot = {FEWSHOT_SYSTEM: examples} if FEWSHOT_SYSTEM in systems else {}
+    table = translate_systems(model, tokenizer, test_A, systems, adapters, base_model.reference(), log=context.log.info,
+                              fewshot=fewshot, batch_size=evaluation.batch_size,
+                              max_new_tokens=evaluation.max_new_tokens, decoder=evaluation.decoder,
+                              token_budget=evaluation.token_budget, kernels=evaluation.kernels)
     context.add_output_metadata({
+        "fewshot_pair_ids": dg.MetadataValue.json(list(examples["pair_id"])),
         "empty_hypotheses": {s: int((g["hypothesis"] == "").sum()) for s, g in table.groupby("system")},
         "base_model_dtype": base_model.precision(),
         "examples": dg.MetadataValue.md(
@@ -86,12 +103,12 @@ def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_m
 
 
 LINEAGE_COLUMNS = ["test_table_hash", "adapter", "adapter_hash", "training_table", "training_table_hash",
-                   "base_model", "base_revision"]
+                   "base_model", "base_revision", "fewshot_pair_ids"]
 
 
 @dg.asset(
     group_name="evaluation",
-    code_version="1",
+    code_version="2",
     kinds={"pandas", "parquet"},
     metadata={"dagster/column_schema": BLEU_TABLE_SCHEMA},
     description="Per system: sacreBLEU BLEU and chrF with signatures and 95% bootstrap confidence intervals, "
@@ -115,6 +132,8 @@ def bleu_table(context: dg.AssetExecutionContext, translations: pd.DataFrame,
         plots[f"chrf/{row.system}"] = dg.MetadataValue.float(float(row.chrf))
         if not pd.isna(row.bleu_p_vs_A):
             plots[f"p_vs_A/{row.system}"] = dg.MetadataValue.float(float(row.bleu_p_vs_A))
+    fewshot = table.loc[table["fewshot_pair_ids"] != "", "fewshot_pair_ids"]
+    plots["fewshot_pair_ids"] = dg.MetadataValue.json(fewshot.iloc[0].split(",") if len(fewshot) else [])
     context.add_output_metadata({**plots, "scores": dg.MetadataValue.md(
         table[["system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "off_target_rate"]].round(2).to_markdown(index=False))})
     return versioned(table)
@@ -122,7 +141,7 @@ def bleu_table(context: dg.AssetExecutionContext, translations: pd.DataFrame,
 
 @dg.asset(
     group_name="evaluation",
-    code_version="1",
+    code_version="2",
     kinds={"matplotlib", "png"},
     ins={"bleu_table": dg.AssetIn("bleu_table"), **_adapter_ins()},
     description="PNG charts: BLEU and chrF per system with 95% CI error bars, and train/validation loss "
@@ -149,11 +168,13 @@ def _inline_png(png: bytes, alt: str) -> str:
 
 @dg.asset_check(asset="translations", additional_ins={"test_A": dg.AssetIn("test_A")},
                 description="Every test_A pair has a translation from every system.")
-def every_test_pair_translated(translations: pd.DataFrame, test_A: pd.DataFrame) -> dg.AssetCheckResult:
+def every_test_pair_translated(translations: pd.DataFrame, test_A: pd.DataFrame,
+                               evaluation: Evaluation) -> dg.AssetCheckResult:
     expected = set(test_A["pair_id"])
-    missing = {s: len(expected - set(translations.loc[translations["system"] == s, "pair_id"])) for s in SYSTEMS}
+    systems = evaluation.systems()
+    missing = {s: len(expected - set(translations.loc[translations["system"] == s, "pair_id"])) for s in systems}
     empty = {s: int(((translations["system"] == s) & (translations["hypothesis"].str.strip() == "")).sum())
-             for s in SYSTEMS}
+             for s in systems}
     return dg.AssetCheckResult(passed=sum(missing.values()) == 0,
                                metadata={"missing": missing, "empty_outputs": empty, "test_pairs": len(expected)})
 

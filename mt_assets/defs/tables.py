@@ -42,10 +42,13 @@ _LINEAGE = {
     "training_table_hash": ("string", "SHA-256 of the rows the trainer read"),
     "base_model": ("string", "the base model as configured"),
     "base_revision": ("string", "the base model's revision: a Hub commit, or sha256:<hash> of a GGUF file"),
+    "fewshot_pair_ids": ("string", "comma-separated train_A pair_ids of the examples the prompts show "
+                         "(A_fewshot; empty for the others)"),
 }
 TRANSLATIONS_SCHEMA = _schema({
     "pair_id": ("string", "the test pair (test_A.pair_id)"),
-    "system": ("string", "A (the base model, zero-shot) or B, C, D (the base model with adapter_B, _C, _D)"),
+    "system": ("string", "A (the base model, zero-shot), A_fewshot (the base model shown examples from "
+               "train_A), or B, C, D (the base model with adapter_B, _C, _D)"),
     "source": ("string", "the source sentence"),
     "reference": ("string", "the reference translation (test_A.target)"),
     "hypothesis": ("string", "the system's greedy translation"),
@@ -54,7 +57,7 @@ TRANSLATIONS_SCHEMA = _schema({
     **_LINEAGE,
 })
 BLEU_TABLE_SCHEMA = _schema({
-    "system": ("string", "A, B, C or D (see translations)"),
+    "system": ("string", "A, A_fewshot, B, C or D (see translations)"),
     "bleu": ("float", "corpus BLEU (sacreBLEU), 0-100"),
     "bleu_ci95": ("float", "half-width of the 95% bootstrap confidence interval of bleu"),
     "chrf": ("float", "corpus chrF (sacreBLEU), 0-100"),

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-COLORS = {"A": "#9e9e9e", "B": "#1f77b4", "C": "#ff7f0e", "D": "#2ca02c"}
+COLORS = {"A": "#9e9e9e", "A_fewshot": "#616161", "B": "#1f77b4", "C": "#ff7f0e", "D": "#2ca02c"}
 
 
 def _png(figure) -> bytes:
