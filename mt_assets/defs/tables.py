@@ -35,7 +35,7 @@ def _schema(columns: dict[str, tuple[str, str]]) -> dg.TableSchema:
 
 
 _LINEAGE = {
-    "test_table_hash": ("string", "SHA-256 of the test_A rows scored (lib.hashing.table_hash)"),
+    "test_table_hash": ("string", "SHA-256 of the test table's rows scored (lib.hashing.table_hash)"),
     "adapter": ("string", "the adapter asset of the system (empty for A, the base model)"),
     "adapter_hash": ("string", "SHA-256 of the adapter folder used (lib.hashing.folder_hash)"),
     "training_table": ("string", "the table the adapter was trained on"),
@@ -51,6 +51,7 @@ TRANSLATIONS_SCHEMA = _schema({
                "train_A), or B, C, D (the base model with adapter_B, _C, _D)"),
     "source": ("string", "the source sentence"),
     "reference": ("string", "the reference translation (test_A.target)"),
+    "test_set": ("string", "the test set: evaluation.test_set_name (test_A) or ood_test.name (test_ood)"),
     "hypothesis": ("string", "the system's greedy translation"),
     "source_lang": ("string", "ISO 639 code of the source language"),
     "target_lang": ("string", "ISO 639 code of the target language"),
@@ -58,6 +59,7 @@ TRANSLATIONS_SCHEMA = _schema({
 })
 BLEU_TABLE_SCHEMA = _schema({
     "system": ("string", "A, A_fewshot, B, C or D (see translations)"),
+    "test_set": ("string", "the test set scored (see translations); p-values compare systems within it"),
     "bleu": ("float", "corpus BLEU (sacreBLEU), 0-100"),
     "bleu_ci95": ("float", "half-width of the 95% bootstrap confidence interval of bleu"),
     "chrf": ("float", "corpus chrF (sacreBLEU), 0-100"),
