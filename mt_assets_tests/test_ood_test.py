@@ -100,6 +100,27 @@ def test_every_system_is_scored_on_both_test_sets(shared_data, tmp_path, tiny_mo
         assert {c.name for c in schema.columns} == set(pd.read_parquet(lake / f"{name}.parquet").columns), name
 
 
+def test_quality_profile_is_gemma_on_multi30k_with_tatoeba_out_of_domain():
+    profile, demo = load_profile("quality"), load_profile("demo")
+    resources = build_resources(profile)
+    assert profile["base_model"] == demo["base_model"]
+    assert (resources["corpus"].format, resources["ood_corpus"].format) == ("moses", "tatoeba")
+    assert resources["corpus"].path.endswith("multi30k/train")
+    assert (resources["ood_test"].name, resources["ood_test"].size) == ("tatoeba", 200)
+    assert (resources["experiment"].sample_size, resources["experiment"].test_fraction) == (1000, 0.2)
+    assert resources["teacher"].__class__.__name__ == "OracleTeacherCorpus"
+    assert (resources["evaluation"].fewshot_k, resources["evaluation"].test_set_name) == (3, "multi30k")
+    assert "test_ood" in _graph_keys(build_definitions(profile))
+
+
+def test_quality_profile_reads_the_shared_corpora(shared_data):
+    resources = build_resources(load_profile("quality"))
+    teacher = LocalCorpus(path=resources["teacher"].path, format=resources["teacher"].format)  # the oracle's file
+    for corpus in (resources["corpus"], resources["ood_corpus"], teacher):
+        first = next(row for row in corpus.rows("de", "fr") if row.skipped is None)
+        assert first.source and first.target
+
+
 def test_bleu_command_shows_the_test_set_only_when_there_are_several(tmp_path, capsys):
     from mt_assets import cli
     from mt_assets.lib.scoring.metrics import score_systems
