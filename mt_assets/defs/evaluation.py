@@ -85,6 +85,9 @@ def build_translations(ood_name: str | None) -> dg.AssetsDefinition:
         train_A, test_A = inputs.pop("train_A"), inputs.pop("test_A")
         test_sets = {evaluation.test_set_name: test_A}
         if ood_name:
+            if ood_name == evaluation.test_set_name:
+                raise ValueError(f"ood_test.name and evaluation.test_set_name are both {ood_name!r}: the two test "
+                                 "sets' rows would mix; give them different names")
             test_sets[ood_name] = inputs.pop("test_ood")
         systems = evaluation.systems()
         examples = draw_examples(train_A, test_A, evaluation.fewshot_k, experiment.seed)  # raises on a test_A pair
@@ -126,8 +129,8 @@ LINEAGE_COLUMNS = ["test_table_hash", "adapter", "adapter_hash", "training_table
     code_version="3",
     kinds={"pandas", "parquet"},
     metadata={"dagster/column_schema": BLEU_TABLE_SCHEMA},
-    description="Per system: sacreBLEU BLEU and chrF with signatures and 95% bootstrap confidence intervals, "
-    "paired bootstrap p-values against A and against B, the off-target rate, and lineage hashes.",
+    description="Per system and test set: sacreBLEU BLEU and chrF with signatures and 95% bootstrap confidence intervals, "
+    "paired bootstrap p-values against A and against B within the test set, the off-target rate, and lineage hashes.",
 )
 def bleu_table(context: dg.AssetExecutionContext, translations: pd.DataFrame,
                evaluation: Evaluation) -> dg.Output[pd.DataFrame]:
