@@ -16,7 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-BLEU_COLUMNS = ["system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "bleu_p_vs_A", "chrf_p_vs_A", "bleu_p_vs_B",
+BLEU_COLUMNS = ["system", "test_set", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "bleu_p_vs_A", "chrf_p_vs_A", "bleu_p_vs_B",
                 "chrf_p_vs_B", "off_target_rate", "empty_outputs", "training_table", "adapter_hash"]
 """The columns `mt-assets bleu --wide` shows; the default is the compact table (_compact)."""
 
@@ -227,10 +227,18 @@ def bleu(args: argparse.Namespace) -> int:
     if args.format == "csv":
         table.to_csv(sys.stdout, index=False)
         return 0
-    print(f"BLEU table, {int(table['segments'].iloc[0])} test pairs (± is the half-width of a 95% bootstrap CI)")
+    print(f"BLEU table, {_test_pairs(table)} (± is the half-width of a 95% bootstrap CI)")
     print((_wide if args.wide else _compact)(table).to_markdown(index=False, disable_numparse=True))
     print(f"from {path}" + (f"; {table['bleu_signature'].iloc[0]}" if args.wide else "; every column: --wide"))
     return 0
+
+
+def _test_pairs(table) -> str:
+    """``200 test pairs``, or per test set when there are several: ``test pairs: test_A 200, tatoeba 200``."""
+    if "test_set" not in table or table["test_set"].nunique() == 1:
+        return f"{int(table['segments'].iloc[0])} test pairs"
+    sizes = table.groupby("test_set", sort=False)["segments"].first()
+    return "test pairs: " + ", ".join(f"{name} {int(n)}" for name, n in sizes.items())
 
 
 def _p_value(p) -> str:
@@ -250,8 +258,10 @@ def _compact(table):
     """One row per system, within 100 columns: scores with their CI half-widths, p against A, off-target."""
     import pandas as pd
 
+    several = "test_set" in table and table["test_set"].nunique() > 1
     return pd.DataFrame({
         "system": table["system"],
+        **({"test set": table["test_set"]} if several else {}),
         "BLEU": [f"{_number(b)} ± {_number(ci)}" for b, ci in zip(table["bleu"], table["bleu_ci95"])],
         "chrF": [f"{_number(c)} ± {_number(ci)}" for c, ci in zip(table["chrf"], table["chrf_ci95"])],
         "p vs A (BLEU, chrF)": [f"{_p_value(b)}, {_p_value(c)}" if not pd.isna(b) else "-"
@@ -262,7 +272,7 @@ def _compact(table):
 
 def _wide(table):
     """Every column of BLEU_COLUMNS, numbers rounded for reading (the table keeps full precision)."""
-    shown = table[[c for c in BLEU_COLUMNS if c in table]].copy()
+    shown = table[[c for c in BLEU_COLUMNS if c in table and (c != "test_set" or table[c].nunique() > 1)]].copy()
     for column in shown:
         if "_p_vs_" in column:
             shown[column] = shown[column].map(_p_value)

@@ -154,7 +154,7 @@ def test_materialize_prints_a_line_per_asset_and_ends_with_examples_table_and_ch
     assert 0 < examples < table
     assert sum(line.startswith("  source:") for line in closing[examples:table]) == 3
     systems = [line.split("|")[1].strip() for line in closing[table + 2:] if line.startswith("| ")]
-    assert systems == ["A", "B", "C", "D", "E"]
+    assert systems == ["A", "A_fewshot", "B", "C", "D", "E"]
     assert closing[-1].startswith("Chart: ") and Path(closing[-1].split()[1]).is_file()
     assert closing[-1].split()[1] == str(tmp_path / "lake" / "bleu_chart" / "bleu.png")
 

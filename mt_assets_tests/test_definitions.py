@@ -69,7 +69,7 @@ def test_lineage_edges():
     assert parents["adapter_C"] == {"synth_B"}
     assert parents["adapter_D"] == {"combined_C"}
     assert parents["adapter_E"] == {"adapter_B", "adapter_C"}
-    assert parents["translations"] == {"test_A", "adapter_B", "adapter_C", "adapter_D", "adapter_E"}
+    assert parents["translations"] == {"test_A", "train_A", "adapter_B", "adapter_C", "adapter_D", "adapter_E"}
     assert parents["synth_B"] == {"train_A", "test_A"}
 
 

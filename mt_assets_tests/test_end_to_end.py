@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 BLEU_COLUMNS = {
     "system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "bleu_p_vs_A", "chrf_p_vs_A", "bleu_p_vs_B", "chrf_p_vs_B",
     "bleu_signature", "chrf_signature", "segments", "off_target_rate", "empty_outputs", "test_table_hash",
-    "adapter", "adapter_hash", "training_table", "training_table_hash", "base_model", "base_revision",
+    "adapter", "adapter_hash", "training_table", "training_table_hash", "base_model", "base_revision", "fewshot_pair_ids",
 }
 
 
@@ -88,7 +88,7 @@ def test_synthetic_data_is_twice_train_and_labelled(materialized):
 def test_translations_cover_every_system_and_pair(materialized):
     lake, _, _ = materialized
     translations, test = pd.read_parquet(lake / "translations.parquet"), pd.read_parquet(lake / "test_A.parquet")
-    assert sorted(translations["system"].unique()) == ["A", "B", "C", "D", "E"]
+    assert sorted(translations["system"].unique()) == ["A", "A_fewshot", "B", "C", "D", "E"]
     for _, rows in translations.groupby("system"):
         assert list(rows["pair_id"]) == list(test["pair_id"])
     assert not translations["hypothesis"].str.contains("\n").any()
@@ -98,7 +98,7 @@ def test_bleu_table_has_every_column_and_lineage(materialized):
     lake, _, _ = materialized
     table = pd.read_parquet(lake / "bleu_table.parquet").set_index("system", drop=False)
     assert BLEU_COLUMNS <= set(table.columns)
-    assert list(table["system"]) == ["A", "B", "C", "D", "E"]
+    assert list(table["system"]) == ["A", "A_fewshot", "B", "C", "D", "E"]
     assert table["bleu_signature"].str.contains("nrefs:1").all() and table["bleu_signature"].str.contains("bs:200").all()
     assert (table["test_table_hash"] == table_hash(pd.read_parquet(lake / "test_A.parquet"))).all()
     assert table.loc["A", "adapter_hash"] == "" and table.loc["B", "adapter_hash"] == folder_hash(lake / "adapter_B")

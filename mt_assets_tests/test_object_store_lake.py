@@ -86,7 +86,7 @@ def test_the_whole_graph_runs_on_an_object_store_lake(s3, model_dir, tmp_path, i
     assert list(work.iterdir()) == [], "nothing was written relative to the working directory"
 
     bleu = read_table(s3, "bleu_table").set_index("system")
-    assert list(bleu.index) == ["A", "B", "C", "D", "E"]
+    assert list(bleu.index) == ["A", "A_fewshot", "B", "C", "D", "E"]
     recorded = {f: s3.cat(f"{LAKE}/.content_hashes/{f}").decode() for f in FOLDERS}
     for system in "BCDE":
         assert bleu.loc[system, "adapter_hash"] == recorded[f"adapter_{system}"], "lineage names the stored adapter"

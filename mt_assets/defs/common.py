@@ -21,6 +21,8 @@ tolerates GPU nodes' taint. Other executors ignore them; per_step_k8s_config in 
 
 AtLeastOne = Annotated[int, pydantic.Field(ge=1)]
 """A count that 0 would make meaningless (batch sizes, tokens to generate): refused as a setting."""
+NonNegative = Annotated[int, pydantic.Field(ge=0)]
+"""A count where 0 means none (few-shot examples)."""
 Positive = Annotated[float, pydantic.Field(gt=0)]
 Seed = Annotated[int, pydantic.Field(ge=0, le=2**32 - 1)]
 """A seed every generator takes (numpy's and torch's refuse negative ones)."""

@@ -16,6 +16,7 @@ from mt_assets.lib.data.corpus import RawPair, read_hf_dataset, read_local
 from mt_assets.lib.data.languages import language
 from mt_assets.lib.models.hub import hub_commit
 from mt_assets.lib.data.sampling import sample_pairs, split_train_test
+from mt_assets.lib.data.text import sentence_key
 
 DATA_KINDS = {"pandas", "parquet"}
 
@@ -142,6 +143,45 @@ def train_test_split(context: dg.AssetExecutionContext, experiment: Experiment, 
             yield versioned(table, output_name=name, metadata={"preview": preview(table)})
 
 
+class OodTest(dg.ConfigurableResource):
+    """An out-of-domain test set (profile section ``ood_test``): its label in the evaluation tables and
+    its size; its pairs come from the ``ood_corpus`` resource (the section's ``corpus``)."""
+
+    name: str = "ood"
+    """The `test_set` label of its rows in translations and bleu_table (e.g. tatoeba)."""
+    size: AtLeastOne = 200
+
+
+@pair_table_asset(
+    group_name="data",
+    description="A seeded sample of the out-of-domain corpus (profile section ood_test), scored by every "
+    "system beside test_A. Pairs whose source or target sentence occurs in opus_sample are left out and counted.",
+)
+def test_ood(context: dg.AssetExecutionContext, experiment: Experiment, ood_test: OodTest, ood_corpus: CorpusSource,
+             opus_sample: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    source_lang, target_lang = experiment.check_languages()
+    excluded = {"rows": 0}
+    rows = unseen_rows(ood_corpus.rows(source_lang, target_lang), opus_sample, excluded)
+    sample, report = sample_pairs(rows, ood_test.size, experiment.seed, source_lang, target_lang, ood_corpus.origin,
+                                  max_chars=experiment.max_chars)
+    context.log.info(f"Sampled {len(sample)} {ood_test.name} pairs from {ood_corpus.origin}; "
+                     f"{excluded['rows']} left out as sentences of opus_sample")
+    context.add_output_metadata({"excluded_seen_in_opus_sample": excluded["rows"], "cleaning": report,
+                                 "test_set": ood_test.name, "seed": experiment.seed, "preview": preview(sample)})
+    return versioned(sample)
+
+
+def unseen_rows(rows: Iterator[RawPair], seen: pd.DataFrame, excluded: dict) -> Iterator[RawPair]:
+    """The rows whose source and target sentences (sentence_key) are in neither column of `seen`;
+    ``excluded["rows"]`` counts the others."""
+    keys = {sentence_key(t) for t in (*seen["source"], *seen["target"])}
+    for row in rows:
+        if row.skipped is None and (sentence_key(row.source) in keys or sentence_key(row.target) in keys):
+            excluded["rows"] += 1
+        else:
+            yield row
+
+
 @dg.asset_check(asset="opus_sample", description="The sample has the configured number of pairs.")
 def sample_size_reached(opus_sample: pd.DataFrame, experiment: Experiment) -> dg.AssetCheckResult:
     return check_result(validators.size_shortfall(opus_sample, experiment.sample_size),
@@ -156,5 +196,8 @@ def no_test_pair_in_train(test_A: pd.DataFrame, train_A: pd.DataFrame) -> dg.Ass
 
 
 data_assets = [opus_sample, train_test_split]
+ood_assets = [test_ood]
+"""Assets of the optional out-of-domain test set (definitions add them when the profile has ood_test)."""
+ood_checks = table_checks("test_ood")
 data_checks = [*table_checks("opus_sample"), *table_checks("train_A"), *table_checks("test_A"),
                sample_size_reached, no_test_pair_in_train]

@@ -10,9 +10,10 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from mt_assets.defs.common import GPU_POOL, GPU_TAGS, AtLeastOne
+from mt_assets.defs.common import GPU_POOL, GPU_TAGS, AtLeastOne, NonNegative
 from mt_assets.defs.fusion import FUSED_ADAPTERS
 from mt_assets.defs.io_manager import Folder
+from mt_assets.defs.data import Experiment
 from mt_assets.defs.models import BaseModel
 from mt_assets.defs.tables import BLEU_TABLE_SCHEMA, TRANSLATIONS_SCHEMA
 from mt_assets.defs.versioning import versioned
@@ -20,11 +21,14 @@ from mt_assets.lib.lora.adapter_folder import read_adapter_log
 from mt_assets.lib.data import langid
 from mt_assets.lib.scoring.charts import bleu_bars, loss_curves, markdown_image
 from mt_assets.lib.scoring.metrics import score_systems
+from mt_assets.lib.translation.fewshot import draw_examples, example_pairs
 from mt_assets.lib.translation.prompt import check_prompts_fit
 from mt_assets.lib.translation.systems import attach_adapters, translate_systems
 
-SYSTEMS = {"A": None, "B": "adapter_B", "C": "adapter_C", "D": "adapter_D", "E": "adapter_E"}
-"""System name -> the adapter asset it uses (A is the base model, zero-shot)."""
+SYSTEMS = {"A": None, "A_fewshot": None, "B": "adapter_B", "C": "adapter_C", "D": "adapter_D", "E": "adapter_E"}
+"""System name -> the adapter asset it uses (A is the base model, zero-shot; A_fewshot the base model
+shown evaluation.fewshot_k examples from train_A before each sentence; E is adapter_B and adapter_C merged)."""
+FEWSHOT_SYSTEM = "A_fewshot"
 BASELINES = ("A", "B")
 
 
@@ -44,85 +48,117 @@ class Evaluation(dg.ConfigurableResource):
     """fast (fused attention) or eager attention: the same translations. The GELU is fused either way
     (lib.translation.kernels)."""
     n_bootstrap: int = 1000
+    test_set_name: str = "test_A"
+    """The `test_set` label of test_A's rows in translations and bleu_table."""
+    fewshot_k: NonNegative = 3
+    """Worked examples from train_A (a draw seeded by experiment.seed, never a test_A pair) that system
+    A_fewshot shows the base model before each sentence; 0: no A_fewshot system."""
+
+    def systems(self) -> dict[str, str | None]:
+        """The systems this evaluation runs: SYSTEMS, without A_fewshot when fewshot_k is 0."""
+        return {s: a for s, a in SYSTEMS.items() if s != FEWSHOT_SYSTEM or self.fewshot_k > 0}
 
 
 def _adapter_ins() -> dict[str, dg.AssetIn]:
     return {asset: dg.AssetIn(asset) for asset in SYSTEMS.values() if asset}
 
 
-@dg.asset(
-    group_name="evaluation",
-    code_version="1",
-    kinds={"pytorch", "pandas", "parquet"},
-    pool=GPU_POOL,
-    op_tags=GPU_TAGS,
-    ins={"test_A": dg.AssetIn("test_A"), **_adapter_ins()},
-    metadata={"dagster/column_schema": TRANSLATIONS_SCHEMA},
-    description="Greedy translations of test_A by system A (base model, zero-shot) and systems B, C, D, E "
-    "(the base model with adapter_B, adapter_C, adapter_D, adapter_E), one row per pair and system, with lineage.",
-)
-def translations(context: dg.AssetExecutionContext, test_A: pd.DataFrame, base_model: BaseModel,
-                 evaluation: Evaluation, **adapters) -> dg.Output[pd.DataFrame]:
-    tokenizer = base_model.load_tokenizer()
-    model = base_model.load_model()
-    check_prompts_fit(tokenizer, model.config, list(test_A["source"]), test_A["source_lang"].iloc[0],  # before any work
-                      test_A["target_lang"].iloc[0], evaluation.max_new_tokens, "test_A",
-                      (f"pair {p}" for p in test_A["pair_id"]),
-                      "Lower setting experiment.max_chars (opus_sample leaves longer pairs out) or "
-                      "evaluation.max_new_tokens")
-    # the IO manager has checked each folder against its recorded content hash
-    model = attach_adapters(model, {system: (asset, adapters[asset]) for system, asset in SYSTEMS.items() if asset})
-    table = translate_systems(model, tokenizer, test_A, SYSTEMS, adapters, base_model.reference(), log=context.log.info,
-                              batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens,
-                              decoder=evaluation.decoder, token_budget=evaluation.token_budget,
-                              kernels=evaluation.kernels)
-    context.add_output_metadata({
-        "empty_hypotheses": {s: int((g["hypothesis"] == "").sum()) for s, g in table.groupby("system")},
-        "base_model_dtype": base_model.precision(),
-        "examples": dg.MetadataValue.md(
-            table.groupby("system").head(2)[["system", "source", "reference", "hypothesis"]].to_markdown(index=False)),
-    })
-    return versioned(table)
+def build_translations(ood_name: str | None) -> dg.AssetsDefinition:
+    """The translations asset: test_A, and test_ood (labelled `ood_name`) when the profile has one."""
+    ood_in = {"test_ood": dg.AssetIn("test_ood")} if ood_name else {}
+
+    @dg.asset(
+        name="translations",
+        group_name="evaluation",
+        code_version="3",
+        kinds={"pytorch", "pandas", "parquet"},
+        pool=GPU_POOL,
+        op_tags=GPU_TAGS,
+        ins={"test_A": dg.AssetIn("test_A"), "train_A": dg.AssetIn("train_A"), **ood_in, **_adapter_ins()},
+        metadata={"dagster/column_schema": TRANSLATIONS_SCHEMA},
+        description="Greedy translations of test_A (and of test_ood when configured) by system A (base model, "
+        "zero-shot), A_fewshot (base model shown evaluation.fewshot_k examples from train_A) and systems B, C, D, "
+        "E (the base model with adapter_B, adapter_C, adapter_D, adapter_E), one row per test set, pair and system, with lineage.",
+    )
+    def translations(context: dg.AssetExecutionContext, base_model: BaseModel, evaluation: Evaluation,
+                     experiment: Experiment, **inputs) -> dg.Output[pd.DataFrame]:
+        train_A, test_A = inputs.pop("train_A"), inputs.pop("test_A")
+        test_sets = {evaluation.test_set_name: test_A}
+        if ood_name:
+            if ood_name == evaluation.test_set_name:
+                raise ValueError(f"ood_test.name and evaluation.test_set_name are both {ood_name!r}: the two test "
+                                 "sets' rows would mix; give them different names")
+            test_sets[ood_name] = inputs.pop("test_ood")
+        systems = evaluation.systems()
+        examples = draw_examples(train_A, test_A, evaluation.fewshot_k, experiment.seed)  # raises on a test_A pair
+        tokenizer = base_model.load_tokenizer()
+        model = base_model.load_model()
+        for name, test in test_sets.items():  # before any work
+            check_prompts_fit(tokenizer, model.config, list(test["source"]), test["source_lang"].iloc[0],
+                              test["target_lang"].iloc[0], evaluation.max_new_tokens, name,
+                              (f"pair {p}" for p in test["pair_id"]),
+                              "Lower setting experiment.max_chars (samples leave longer pairs out), "
+                              "evaluation.max_new_tokens or evaluation.fewshot_k", examples=example_pairs(examples))
+        # the IO manager has checked each folder against its recorded content hash
+        model = attach_adapters(model, {system: (asset, inputs[asset]) for system, asset in systems.items() if asset})
+        fewshot = {FEWSHOT_SYSTEM: examples} if FEWSHOT_SYSTEM in systems else {}
+        table = pd.concat([translate_systems(
+            model, tokenizer, test, systems, inputs, base_model.reference(), log=context.log.info, fewshot=fewshot,
+            batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens, decoder=evaluation.decoder,
+            token_budget=evaluation.token_budget, kernels=evaluation.kernels).assign(test_set=name)
+            for name, test in test_sets.items()], ignore_index=True)
+        context.add_output_metadata({
+            "fewshot_pair_ids": dg.MetadataValue.json(list(examples["pair_id"])),
+            "test_sets": dg.MetadataValue.json({name: len(test) for name, test in test_sets.items()}),
+            "empty_hypotheses": {s: int((g["hypothesis"] == "").sum()) for s, g in table.groupby("system")},
+            "base_model_dtype": base_model.precision(),
+            "examples": dg.MetadataValue.md(table.groupby("system").head(2)[
+                ["system", "source", "reference", "hypothesis"]].to_markdown(index=False)),
+        })
+        return versioned(table)
+
+    return translations
 
 
 LINEAGE_COLUMNS = ["test_table_hash", "adapter", "adapter_hash", "training_table", "training_table_hash",
-                   "base_model", "base_revision"]
+                   "base_model", "base_revision", "fewshot_pair_ids"]
 
 
 @dg.asset(
     group_name="evaluation",
-    code_version="1",
+    code_version="3",
     kinds={"pandas", "parquet"},
     metadata={"dagster/column_schema": BLEU_TABLE_SCHEMA},
-    description="Per system: sacreBLEU BLEU and chrF with signatures and 95% bootstrap confidence intervals, "
-    "paired bootstrap p-values against A and against B, the off-target rate, and lineage hashes.",
+    description="Per system and test set: sacreBLEU BLEU and chrF with signatures and 95% bootstrap confidence intervals, "
+    "paired bootstrap p-values against A and against B within the test set, the off-target rate, and lineage hashes.",
 )
 def bleu_table(context: dg.AssetExecutionContext, translations: pd.DataFrame,
                evaluation: Evaluation) -> dg.Output[pd.DataFrame]:
-    references = translations.loc[translations["system"] == "A", "reference"].tolist()
-    systems = {s: g["hypothesis"].tolist() for s, g in translations.groupby("system", sort=True)}
-    table = score_systems(systems, references, BASELINES, n_bootstrap=evaluation.n_bootstrap)
-    target_lang = translations["target_lang"].iloc[0]
-    source_lang = translations["source_lang"].iloc[0]
-    candidates = langid.candidates_for(target_lang, source_lang)
-    table["off_target_rate"] = [langid.off_target_rate(systems[s], target_lang, candidates) for s in table["system"]]
-    table["empty_outputs"] = [sum(1 for h in systems[s] if not h.strip()) for s in table["system"]]
-    lineage = translations.groupby("system")[LINEAGE_COLUMNS].first()
-    table = table.join(lineage, on="system")
+    if "test_set" not in translations:  # a table from before test sets were labelled
+        translations = translations.assign(test_set=evaluation.test_set_name)
+    names = [evaluation.test_set_name, *sorted(set(translations["test_set"]) - {evaluation.test_set_name})]
+    table = pd.concat([_score_test_set(translations[translations["test_set"] == name], evaluation).assign(test_set=name)
+                       for name in names], ignore_index=True)
+    lineage = translations.groupby(["system", "test_set"])[LINEAGE_COLUMNS].first()
+    table = table.join(lineage, on=["system", "test_set"])
+    table.insert(1, "test_set", table.pop("test_set"))
     plots = {}  # floats per system, so the UI's Plots tab charts them run over run
     for row in table.itertuples():
-        plots[f"bleu/{row.system}"] = dg.MetadataValue.float(float(row.bleu))
-        plots[f"chrf/{row.system}"] = dg.MetadataValue.float(float(row.chrf))
+        prefix = "" if row.test_set == evaluation.test_set_name else f"{row.test_set}/"
+        plots[f"bleu/{prefix}{row.system}"] = dg.MetadataValue.float(float(row.bleu))
+        plots[f"chrf/{prefix}{row.system}"] = dg.MetadataValue.float(float(row.chrf))
         if not pd.isna(row.bleu_p_vs_A):
-            plots[f"p_vs_A/{row.system}"] = dg.MetadataValue.float(float(row.bleu_p_vs_A))
+            plots[f"p_vs_A/{prefix}{row.system}"] = dg.MetadataValue.float(float(row.bleu_p_vs_A))
+    fewshot = table.loc[table["fewshot_pair_ids"] != "", "fewshot_pair_ids"]
+    plots["fewshot_pair_ids"] = dg.MetadataValue.json(fewshot.iloc[0].split(",") if len(fewshot) else [])
     context.add_output_metadata({**plots, "scores": dg.MetadataValue.md(
-        table[["system", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "off_target_rate"]].round(2).to_markdown(index=False))})
+        table[["system", "test_set", "bleu", "bleu_ci95", "chrf", "chrf_ci95", "off_target_rate"]].round(2).to_markdown(index=False))})
     return versioned(table)
 
 
 @dg.asset(
     group_name="evaluation",
-    code_version="1",
+    code_version="3",
     kinds={"matplotlib", "png"},
     ins={"bleu_table": dg.AssetIn("bleu_table"), **_adapter_ins()},
     description="PNG charts: BLEU and chrF per system with 95% CI error bars, and train/validation loss "
@@ -144,21 +180,37 @@ def bleu_chart(context: dg.AssetExecutionContext, bleu_table: pd.DataFrame, **ad
     return versioned(Folder(folder))
 
 
+def _score_test_set(translations: pd.DataFrame, evaluation: Evaluation) -> pd.DataFrame:
+    """One row per system of one test set's translations: scores, p-values against A and B, off-target rate."""
+    references = translations.loc[translations["system"] == "A", "reference"].tolist()
+    systems = {s: g["hypothesis"].tolist() for s, g in translations.groupby("system", sort=True)}
+    table = score_systems(systems, references, BASELINES, n_bootstrap=evaluation.n_bootstrap)
+    target_lang = translations["target_lang"].iloc[0]
+    candidates = langid.candidates_for(target_lang, translations["source_lang"].iloc[0])
+    table["off_target_rate"] = [langid.off_target_rate(systems[s], target_lang, candidates) for s in table["system"]]
+    table["empty_outputs"] = [sum(1 for h in systems[s] if not h.strip()) for s in table["system"]]
+    return table
+
+
+
 @dg.asset_check(asset="translations", additional_ins={"test_A": dg.AssetIn("test_A")},
                 description="Every test_A pair has a translation from every system.")
-def every_test_pair_translated(translations: pd.DataFrame, test_A: pd.DataFrame) -> dg.AssetCheckResult:
+def every_test_pair_translated(translations: pd.DataFrame, test_A: pd.DataFrame,
+                               evaluation: Evaluation) -> dg.AssetCheckResult:
     expected = set(test_A["pair_id"])
-    missing = {s: len(expected - set(translations.loc[translations["system"] == s, "pair_id"])) for s in SYSTEMS}
+    translations = translations[translations["test_set"] == evaluation.test_set_name]
+    systems = evaluation.systems()
+    missing = {s: len(expected - set(translations.loc[translations["system"] == s, "pair_id"])) for s in systems}
     empty = {s: int(((translations["system"] == s) & (translations["hypothesis"].str.strip() == "")).sum())
-             for s in SYSTEMS}
+             for s in systems}
     return dg.AssetCheckResult(passed=sum(missing.values()) == 0,
                                metadata={"missing": missing, "empty_outputs": empty, "test_pairs": len(expected)})
 
 
 @dg.asset_check(asset="bleu_table", description="System B (LoRA on train_A) scores above system A (the base "
                 "model) in BLEU, or in chrF when their BLEU ties. A warning with the numbers when it does not.")
-def b_beats_a(bleu_table: pd.DataFrame) -> dg.AssetCheckResult:
-    scores = bleu_table.set_index("system")
+def b_beats_a(bleu_table: pd.DataFrame, evaluation: Evaluation) -> dg.AssetCheckResult:
+    scores = bleu_table[bleu_table["test_set"] == evaluation.test_set_name].set_index("system")
     bleu_a, bleu_b = float(scores.loc["A", "bleu"]), float(scores.loc["B", "bleu"])
     chrf_a, chrf_b = float(scores.loc["A", "chrf"]), float(scores.loc["B", "chrf"])
     # On a small test set both BLEU scores can be 0 (no 4-gram matches); chrF then decides.
@@ -169,5 +221,10 @@ def b_beats_a(bleu_table: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
-evaluation_assets = [translations, bleu_table, bleu_chart]
+def build_evaluation_assets(ood_name: str | None) -> list[dg.AssetsDefinition]:
+    """The evaluation assets; translations also reads test_ood when `ood_name` (its label) is given."""
+    return [build_translations(ood_name), bleu_table, bleu_chart]
+
+
+evaluation_assets = build_evaluation_assets(None)
 evaluation_checks = [every_test_pair_translated, b_beats_a]

@@ -21,7 +21,7 @@ import dagster as dg
 import pydantic
 import yaml
 
-from mt_assets.defs.data import Experiment, HuggingFaceCorpus, LocalCorpus
+from mt_assets.defs.data import Experiment, HuggingFaceCorpus, LocalCorpus, OodTest
 from mt_assets.defs.evaluation import Evaluation
 from mt_assets.defs.fusion import Fusion
 from mt_assets.defs.io_manager import DataLakeIOManager
@@ -174,22 +174,42 @@ def _build(cls, profile: dict, key: str, settings: dict):
         raise ProfileError(f"{profile['file']}: invalid settings in {key!r}: {err}") from err
 
 
-def _backend(profile: dict, key: str):
-    settings = _section(profile, key)
-    classes, default = BACKENDS[key]
+def _backend(profile: dict, key: str, settings: dict | None = None, kinds: str | None = None):
+    """The resource of a section whose `type` picks its class (`kinds`: the BACKENDS entry, default `key`)."""
+    settings = _section(profile, key) if settings is None else dict(settings)
+    classes, default = BACKENDS[kinds or key]
     kind = settings.pop("type", default)
     if kind not in classes:
         raise ProfileError(f"{profile['file']}: {key}.type {kind!r} is not one of {sorted(classes)}")
     return _build(classes[kind], profile, key, settings)
 
 
+def ood_resources(profile: dict) -> dict[str, Any]:
+    """``ood_test`` (name, size) and ``ood_corpus`` (a corpus section) from the optional ``ood_test``
+    section; none without it."""
+    settings = _section(profile, "ood_test")
+    if not settings:
+        return {}
+    corpus = settings.pop("corpus", None)
+    if not isinstance(corpus, dict):
+        raise ProfileError(f"{profile['file']}: ood_test.corpus must be a corpus section (type, path, format, ...)")
+    return {"ood_test": _build(OodTest, profile, "ood_test", settings),
+            "ood_corpus": _backend(profile, "ood_test.corpus", corpus, kinds="corpus")}
+
+
+def ood_test_name(profile: dict) -> str | None:
+    """The label of the profile's out-of-domain test set, None without one."""
+    return ood_resources(profile)["ood_test"].name if _section(profile, "ood_test") else None
+
+
 def build_resources(profile: dict) -> dict[str, Any]:
     """The resources for a loaded profile, keyed as the assets' parameters name them."""
-    known = {"data_lake", "executor", "schedule", *BACKENDS, *SETTINGS}
+    known = {"data_lake", "executor", "schedule", "ood_test", *BACKENDS, *SETTINGS}
     _refuse_unknown(profile, "", set(profile) - {"name", "file"}, known)
     resources: dict[str, Any] = {"io_manager": DataLakeIOManager(base_path=str(profile.get("data_lake", "data_lake")))}
     resources.update({key: _backend(profile, key) for key in BACKENDS})
     resources.update({key: _build(cls, profile, key, _section(profile, key)) for key, cls in SETTINGS.items()})
+    resources.update(ood_resources(profile))
     return resources
 
 

@@ -35,7 +35,7 @@ def _schema(columns: dict[str, tuple[str, str]]) -> dg.TableSchema:
 
 
 _LINEAGE = {
-    "test_table_hash": ("string", "SHA-256 of the test_A rows scored (lib.hashing.table_hash)"),
+    "test_table_hash": ("string", "SHA-256 of the test table's rows scored (lib.hashing.table_hash)"),
     "adapter": ("string", "the adapter asset of the system (empty for A, the base model)"),
     "adapter_hash": ("string", "SHA-256 of the adapter folder used (lib.hashing.folder_hash)"),
     "training_table": ("string", "the table the adapter was trained on; for E (adapter_E, merged from two "
@@ -44,19 +44,24 @@ _LINEAGE = {
                             "joined by '+', in the order of training_table"),
     "base_model": ("string", "the base model as configured"),
     "base_revision": ("string", "the base model's revision: a Hub commit, or sha256:<hash> of a GGUF file"),
+    "fewshot_pair_ids": ("string", "comma-separated train_A pair_ids of the examples the prompts show "
+                         "(A_fewshot; empty for the others)"),
 }
 TRANSLATIONS_SCHEMA = _schema({
     "pair_id": ("string", "the test pair (test_A.pair_id)"),
-    "system": ("string", "A (the base model, zero-shot) or B, C, D, E (the base model with adapter_B, _C, _D, _E)"),
+    "system": ("string", "A (the base model, zero-shot), A_fewshot (the base model shown examples from "
+               "train_A), or B, C, D, E (the base model with adapter_B, _C, _D, _E)"),
     "source": ("string", "the source sentence"),
     "reference": ("string", "the reference translation (test_A.target)"),
+    "test_set": ("string", "the test set: evaluation.test_set_name (test_A) or ood_test.name (test_ood)"),
     "hypothesis": ("string", "the system's greedy translation"),
     "source_lang": ("string", "ISO 639 code of the source language"),
     "target_lang": ("string", "ISO 639 code of the target language"),
     **_LINEAGE,
 })
 BLEU_TABLE_SCHEMA = _schema({
-    "system": ("string", "A, B, C, D or E (see translations)"),
+    "system": ("string", "A, A_fewshot, B, C, D or E (see translations)"),
+    "test_set": ("string", "the test set scored (see translations); p-values compare systems within it"),
     "bleu": ("float", "corpus BLEU (sacreBLEU), 0-100"),
     "bleu_ci95": ("float", "half-width of the 95% bootstrap confidence interval of bleu"),
     "chrf": ("float", "corpus chrF (sacreBLEU), 0-100"),

@@ -24,8 +24,7 @@ from typing import Annotated, Literal, get_type_hints
 from annotated_types import Ge, Gt, Le, Len
 
 from mt_assets.lib.hashing import folder_hash
-from mt_assets.lib.lora.adapter_folder import write_lineage
-from mt_assets.lib.translation.systems import trained_lineage
+from mt_assets.lib.lora.adapter_folder import read_lineage, write_lineage
 
 METHODS = ("linear", "ties", "dare_ties", "cat")
 EQUAL_RANK = ("linear", "ties", "dare_ties")
@@ -90,7 +89,7 @@ def check_parents(parents: dict[str, Path], recipe: FusionRecipe, base_model: di
     method, or modules trained whole (modules_to_save). Errors name the setting at fault."""
     (first, first_folder), (second, second_folder) = parents.items()
     configs = {name: _config(folder) for name, folder in parents.items()}
-    lineages = {name: trained_lineage(folder) for name, folder in parents.items()}
+    lineages = {name: read_lineage(folder) for name, folder in parents.items()}
     bases = {name: (lineage.get("base_model"), lineage.get("revision")) for name, lineage in lineages.items()}
     if bases[first] != bases[second]:
         raise ValueError(f"{first} was trained on base model {bases[first]}, {second} on {bases[second]}: "
@@ -178,10 +177,10 @@ def fuse_adapters(model, parents: dict[str, Path], recipe: FusionRecipe, output:
     merged.save_pretrained(str(output), selected_adapters=[MERGED], safe_serialization=True)
     saved_modules = merge_saved_modules(merged, parents, recipe, output)
     parent_rows = [{"adapter": name, "adapter_hash": folder_hash(Path(folder)),
-                    "training_table": trained_lineage(folder).get("training_table", ""),
-                    "training_table_hash": trained_lineage(folder).get("training_table_hash", "")}
+                    "training_table": read_lineage(folder).get("training_table", ""),
+                    "training_table_hash": read_lineage(folder).get("training_table_hash", "")}
                    for name, folder in parents.items()]
-    first = trained_lineage(next(iter(parents.values())))
+    first = read_lineage(next(iter(parents.values())))
     write_lineage(output, {**fused_table_lineage(parent_rows), "parents": parent_rows,
                            "base_model": first.get("base_model"), "revision": first.get("revision")})
     summary = {**asdict(recipe), "weights": list(map(float, recipe.weights)), "r": _config(output)["r"],

@@ -11,6 +11,7 @@ import pandas as pd
 
 from mt_assets.lib.hashing import folder_hash, table_hash
 from mt_assets.lib.lora.adapter_folder import read_lineage
+from mt_assets.lib.translation.fewshot import example_pairs
 from mt_assets.lib.translation.translate import check_adapter_folder, translate
 
 NO_ADAPTER = {"adapter": "", "adapter_hash": "", "training_table": "", "training_table_hash": ""}
@@ -54,13 +55,16 @@ def base_model_mismatch(folder: Path, adapter: str, base_model: str) -> str | No
 
 def translate_systems(model, tokenizer, test: pd.DataFrame, systems: Mapping[str, str | None],
                       folders: Mapping[str, Path], reference: dict, *, log: Callable[[str], None] = print,
-                      **settings) -> pd.DataFrame:
+                      fewshot: Mapping[str, pd.DataFrame] | None = None, **settings) -> pd.DataFrame:
     """One row per test pair and system: the system's translation with its lineage.
 
     `model` carries each system's adapter under the system's name (attach_adapters); `systems` maps
     a system to its adapter asset (None: the base model, adapters disabled), `folders` an adapter
-    asset to its folder. `reference`: the base model's ``base_model`` and ``revision``. `settings`
-    go to lib.translation.translate.translate (batch_size, max_new_tokens, decoder, ...)."""
+    asset to its folder. `reference`: the base model's ``base_model`` and ``revision``. `fewshot`: the
+    worked examples (pair_id, source, target; lib.translation.fewshot) a system's prompts show, their
+    pair_ids recorded in the ``fewshot_pair_ids`` column. `settings` go to
+    lib.translation.translate.translate (batch_size, max_new_tokens, decoder, ...)."""
+    fewshot = fewshot or {}
     source_lang, target_lang = test["source_lang"].iloc[0], test["target_lang"].iloc[0]
     test_hash = table_hash(test)
     every = settings.get("batch_size", 16) * 10
@@ -77,15 +81,18 @@ def translate_systems(model, tokenizer, test: pd.DataFrame, systems: Mapping[str
         else:
             model.set_adapter(system)
             context = contextlib.nullcontext()
+        examples = fewshot.get(system)
         with context:
             hypotheses = translate(model, tokenizer, list(test["source"]), source_lang, target_lang,
-                                   progress=progress, desc=f"system {system}", **settings)
+                                   progress=progress, desc=f"system {system}",
+                                   examples=[] if examples is None else example_pairs(examples), **settings)
         frames.append(pd.DataFrame({
             "pair_id": test["pair_id"], "system": system, "source": test["source"],
             "reference": test["target"], "hypothesis": hypotheses,
             "source_lang": source_lang, "target_lang": target_lang,
             "test_table_hash": test_hash, **adapter_lineage(asset, folders.get(asset) if asset else None),
             "base_model": reference["base_model"], "base_revision": reference["revision"] or "",
+            "fewshot_pair_ids": "" if examples is None else ",".join(examples["pair_id"]),
         }))
     return pd.concat(frames, ignore_index=True)
 

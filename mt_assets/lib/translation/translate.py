@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mt_assets.lib.translation.prompt import build_prompt, clean_output
+from mt_assets.lib.translation.prompt import build_fewshot_prompt, clean_output
 
 DECODERS = ("fast", "generate")
 ADAPTER_CONFIG = "adapter_config.json"
@@ -47,7 +47,7 @@ def translate(model, tokenizer, sources: Sequence[str], source_lang: str, target
               batch_size: int = 16, max_new_tokens: int = 128, max_prompt_tokens: int | None = None,
               progress: Callable[[int, int], None] | None = None, desc: str = "translating",
               decoder: str = "fast", token_budget: int | None = None, kernels: str | None = "fast",
-              stats: dict | None = None) -> list[str]:
+              stats: dict | None = None, examples: Sequence[tuple[str, str]] = ()) -> list[str]:
     """Translate every source sentence, in the order given.
 
     Sentences are batched by length (fewer pad tokens), decoded greedily, and each row stops at
@@ -58,6 +58,7 @@ def translate(model, tokenizer, sources: Sequence[str], source_lang: str, target
     `max_new_tokens` (its KV cache), instead of `batch_size`. `kernels`: ``fast`` or ``eager``
     attention for the model (GELU is fused at load either way) (lib.translation.kernels; None leaves it as it is). `stats`, when given, gets
     ``sentences`` and ``new_tokens`` (tokens generated, up to and including each stop token) added.
+    `examples`: (source, target) pairs shown before each sentence (lib.translation.prompt.build_fewshot_prompt).
     """
     if tokenizer.padding_side != "left":
         raise ValueError("translation needs a left-padding tokenizer (load it with models.load_tokenizer)")
@@ -67,7 +68,7 @@ def translate(model, tokenizer, sources: Sequence[str], source_lang: str, target
         from mt_assets.lib.translation.kernels import set_kernels
 
         set_kernels(model, kernels)
-    prompts = [build_prompt(s, source_lang, target_lang) for s in sources]
+    prompts = [build_fewshot_prompt(examples, s, source_lang, target_lang) for s in sources]
     run = _fast_batches if decoder == "fast" else _generate_batches
     outputs: list[str | None] = [None] * len(prompts)
     new_tokens = done = 0
