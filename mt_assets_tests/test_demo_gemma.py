@@ -36,7 +36,7 @@ def test_whole_graph_on_gemma(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "BLEU table" in out and "Examples (source, A: the base model" in out
     translations = pd.read_parquet(lake / "translations.parquet")
-    assert set(translations["system"]) == {"A", "A_fewshot", "B", "C", "D"} and len(translations) == 5 * 20
+    assert set(translations["system"]) == {"A", "A_fewshot", "B", "C", "D", "E"} and len(translations) == 6 * 20
     assert set(translations["base_revision"]) == {PINNED}
     assert (translations["hypothesis"].str.strip() != "").mean() > 0.9
     bleu = pd.read_parquet(lake / "bleu_table.parquet").set_index("system")

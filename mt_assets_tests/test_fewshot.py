@@ -91,7 +91,7 @@ def test_fewshot_system_is_translated_scored_and_its_examples_recorded(fewshot_l
     assert set(translations.loc[translations["system"] != "A_fewshot", "fewshot_pair_ids"]) == {""}
     assert set(fewshot["adapter"]) == {""}  # the base model, adapters disabled
     table = pd.read_parquet(lake / "bleu_table.parquet").set_index("system")
-    assert list(table.index) == ["A", "A_fewshot", "B", "C", "D"]
+    assert list(table.index) == ["A", "A_fewshot", "B", "C", "D", "E"]
     assert table.loc["A_fewshot", ["bleu_p_vs_A", "bleu_p_vs_B"]].notna().all()
     metadata = result.asset_materializations_for_node("bleu_table")[0].metadata
     assert metadata["fewshot_pair_ids"].value == expected

@@ -21,6 +21,7 @@ from mt_assets.lib.lora.adapter_folder import read_adapter_log
 from mt_assets.lib.data import langid
 from mt_assets.lib.scoring.charts import bleu_bars, loss_curves, markdown_image
 from mt_assets.lib.scoring.metrics import score_systems
+from mt_assets.lib.translation.cache import TranslationCache
 from mt_assets.lib.translation.fewshot import draw_examples, example_pairs
 from mt_assets.lib.translation.prompt import check_prompts_fit
 from mt_assets.lib.translation.systems import attach_adapters, translate_systems
@@ -53,6 +54,10 @@ class Evaluation(dg.ConfigurableResource):
     fewshot_k: NonNegative = 3
     """Worked examples from train_A (a draw seeded by experiment.seed, never a test_A pair) that system
     A_fewshot shows the base model before each sentence; 0: no A_fewshot system."""
+    cache_dir: str | None = None
+    """A folder where each system's translations of each test set are kept (lib.translation.cache); a later
+    run reuses them while the adapter, base model, test set, examples and these settings are unchanged.
+    None: every run translates everything."""
 
     def systems(self) -> dict[str, str | None]:
         """The systems this evaluation runs: SYSTEMS, without A_fewshot when fewshot_k is 0."""
@@ -102,8 +107,11 @@ def build_translations(ood_name: str | None) -> dg.AssetsDefinition:
         # the IO manager has checked each folder against its recorded content hash
         model = attach_adapters(model, {system: (asset, inputs[asset]) for system, asset in systems.items() if asset})
         fewshot = {FEWSHOT_SYSTEM: examples} if FEWSHOT_SYSTEM in systems else {}
+        cache = TranslationCache(evaluation.cache_dir) if evaluation.cache_dir else None
+        decoding = {name: {} for name in test_sets}
         table = pd.concat([translate_systems(
             model, tokenizer, test, systems, inputs, base_model.reference(), log=context.log.info, fewshot=fewshot,
+            cache=cache, cache_scope={"precision": base_model.precision()}, stats=decoding[name],
             batch_size=evaluation.batch_size, max_new_tokens=evaluation.max_new_tokens, decoder=evaluation.decoder,
             token_budget=evaluation.token_budget, kernels=evaluation.kernels).assign(test_set=name)
             for name, test in test_sets.items()], ignore_index=True)
@@ -112,6 +120,8 @@ def build_translations(ood_name: str | None) -> dg.AssetsDefinition:
             "test_sets": dg.MetadataValue.json({name: len(test) for name, test in test_sets.items()}),
             "empty_hypotheses": {s: int((g["hypothesis"] == "").sum()) for s, g in table.groupby("system")},
             "base_model_dtype": base_model.precision(),
+            "decoding": dg.MetadataValue.json(decoding),
+            **({"translation_cache": dg.MetadataValue.json(cache.counts())} if cache else {}),
             "examples": dg.MetadataValue.md(table.groupby("system").head(2)[
                 ["system", "source", "reference", "hypothesis"]].to_markdown(index=False)),
         })

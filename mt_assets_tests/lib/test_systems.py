@@ -97,3 +97,66 @@ def test_lineage_of_the_base_model_and_a_foreign_base(adapters, tmp_path):
     assert base_model_mismatch(adapters["adapter_B"], "adapter_B", "other") == (
         "adapter_B was trained on the-base, this profile's base model is other")
     assert base_model_mismatch(tmp_path, str(tmp_path), "other") is None  # trained elsewhere: no lineage file
+
+
+@pytest.fixture
+def translate_with_cache(small_lm, adapters, tmp_path):
+    """translate_systems on systems A and B with a TranslationCache in tmp_path; returns (table, stats, cache)."""
+    from mt_assets.lib.models.loading import load_tokenizer
+    from mt_assets.lib.translation.cache import TranslationCache
+
+    tokenizer = load_tokenizer(str(small_lm))
+    systems = {"A": None, "B": "adapter_B"}
+    model = attach_adapters(_base(small_lm), {s: (a, adapters[a]) for s, a in systems.items() if a})
+
+    def run(test, max_new_tokens=MAX_NEW, folders=adapters):
+        cache, stats = TranslationCache(tmp_path / "cache"), {}
+        table = translate_systems(model, tokenizer, test, systems, folders, {"base_model": "the-base", "revision": None},
+                                  log=lambda _: None, cache=cache, cache_scope={"precision": "fp32"}, stats=stats,
+                                  batch_size=4, max_new_tokens=max_new_tokens)
+        return table, stats, cache
+
+    return run
+
+
+def test_a_system_whose_inputs_did_not_change_is_not_translated_again(translate_with_cache, tmp_path):
+    test = demo_pairs(5, offset=310)
+    first, made, cache = translate_with_cache(test)
+    assert cache.counts() == {"reused": 0, "translated": 2, "unusable_entries": 0}
+    assert {s: v["reused"] for s, v in made.items()} == {"A": False, "B": False}
+    assert made["A"]["sentences"] == 5 and made["A"]["new_tokens"] > 0 and made["A"]["tokens_per_s"] > 0
+    # what is stored is what comes back: mark every stored hypothesis and see the marks in the next run
+    for entry in (tmp_path / "cache").glob("*.json"):
+        stored = json.loads(entry.read_text())
+        entry.write_text(json.dumps({**stored, "hypotheses": [f"stored {h}" for h in stored["hypotheses"]]}))
+    second, stats, cache = translate_with_cache(test)
+    assert cache.counts()["reused"] == 2 and all(v["reused"] for v in stats.values())
+    assert list(second["hypothesis"]) == [f"stored {h}" for h in first["hypothesis"]]
+    assert {s: {**v, "reused": False} for s, v in stats.items()} == made  # the statistics of the run that translated
+    assert second.drop(columns="hypothesis").equals(first.drop(columns="hypothesis"))  # same lineage columns
+
+
+def test_a_changed_setting_test_set_or_adapter_translates_again(translate_with_cache, adapters, tmp_path):
+    test = demo_pairs(4, offset=320)
+    translate_with_cache(test)
+    assert translate_with_cache(test, max_new_tokens=MAX_NEW - 4)[2].counts()["reused"] == 0
+    assert translate_with_cache(demo_pairs(4, offset=324))[2].counts()["reused"] == 0
+    # adapter_B's folder holds other weights: A is reused, B translated again
+    other = {**adapters, "adapter_B": adapters["adapter_C"]}
+    _, stats, cache = translate_with_cache(test, folders=other)
+    assert {s: v["reused"] for s, v in stats.items()} == {"A": True, "B": False}
+
+
+@pytest.mark.parametrize("damage", ["truncated", "too_few", "not_text"])
+def test_a_damaged_entry_is_not_used_but_counted(translate_with_cache, tmp_path, damage):
+    test = demo_pairs(3, offset=330)
+    first, _, _ = translate_with_cache(test)
+    for entry in (tmp_path / "cache").glob("*.json"):
+        stored = json.loads(entry.read_text())
+        entry.write_text({"truncated": entry.read_text()[:20],
+                          "too_few": json.dumps({**stored, "hypotheses": stored["hypotheses"][:-1]}),
+                          "not_text": json.dumps({**stored, "hypotheses": [1] * len(stored["hypotheses"])})}[damage])
+    second, stats, cache = translate_with_cache(test)
+    assert cache.counts() == {"reused": 0, "translated": 2, "unusable_entries": 2}
+    assert list(second["hypothesis"]) == list(first["hypothesis"])
+    assert not list((tmp_path / "cache").glob(".*.tmp"))  # every write was renamed into place

@@ -69,16 +69,31 @@ def translate(model, tokenizer, sources: Sequence[str], source_lang: str, target
 
         set_kernels(model, kernels)
     prompts = [build_fewshot_prompt(examples, s, source_lang, target_lang) for s in sources]
+    texts = complete_lines(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                           max_prompt_tokens=max_prompt_tokens, progress=progress, desc=desc, decoder=decoder,
+                           token_budget=token_budget, stats=stats)
+    return [clean_output(text, source_lang, target_lang) for text in texts]
+
+
+def complete_lines(model, tokenizer, prompts: Sequence[str], *, batch_size: int = 16, max_new_tokens: int = 128,
+                   max_prompt_tokens: int | None = None, progress: Callable[[int, int], None] | None = None,
+                   desc: str = "generating", decoder: str = "fast", token_budget: int | None = None,
+                   stats: dict | None = None) -> list[str]:
+    """Each prompt's greedy continuation up to its first newline or EOS, decoded without special
+    tokens, in the order given; batched by length (see `translate`, which is this with its prompts
+    and the outputs cleaned). For any plain-text prompt whose answer is one line, e.g. a teacher's."""
+    if tokenizer.padding_side != "left":
+        raise ValueError("batched generation needs a left-padding tokenizer (load it with models.load_tokenizer)")
     run = _fast_batches if decoder == "fast" else _generate_batches
     outputs: list[str | None] = [None] * len(prompts)
     new_tokens = done = 0
     # a caller that takes `progress` shows it its own way (mt_assets.console draws one bar from it)
     with tqdm(total=len(prompts), desc=desc, unit="sent", leave=False, disable=progress is not None) as bar:
-        for batch, continuations in run(model, tokenizer, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                                        max_prompt_tokens=max_prompt_tokens, token_budget=token_budget):
-            texts = tokenizer.batch_decode(continuations, skip_special_tokens=True)
-            for row, text in zip(batch, texts):
-                outputs[row] = clean_output(text, source_lang, target_lang)
+        for batch, continuations in run(model, tokenizer, list(prompts), batch_size=batch_size,
+                                        max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                                        token_budget=token_budget):
+            for row, text in zip(batch, tokenizer.batch_decode(continuations, skip_special_tokens=True)):
+                outputs[row] = text
             new_tokens += sum(len(c) for c in continuations)
             done += len(batch)
             bar.update(len(batch))
