@@ -166,7 +166,7 @@ class _Run:
             "target_lang": self.target_lang,
             "target_size": self.target,
             "rows": min(len(self.rows), self.target),
-            "pairs_per_request": self.config.pairs_per_request,
+            "pairs_per_request": self.config.per_request,
             "request_budget": budget,
             "requests_processed": counts["requests_processed"],
             "requests_sent": counts["requests_sent"],
