@@ -4,6 +4,8 @@ endpoint (prompt content, filter counts, cache), and the oracle serving a pool's
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mt_assets.lib.data.text import sentence_key
@@ -178,3 +180,18 @@ def test_a_teacher_that_never_answers_usably_is_a_shortfall_with_counts(corpus, 
             generate_synthetic(openai_teacher(server), train, test, config=SynthConfig(mode="translate", size=5),
                                cache_dir=tmp_path, progress=False, source_pool=pool)
     assert raised.value.report["replies_malformed"] == 15 and raised.value.report["pool_eligible"] == 20
+
+
+def test_topics_mode_prompts_carry_train_A_examples_and_never_a_test_A_sentence(corpus, tmp_path):  # noqa: F811
+    train, test = corpus["train"], corpus["test"]
+    config = SynthConfig(pairs_per_request=5, size=20, few_shot=3)
+    with loopback(corpus) as server:
+        _, report = generate_synthetic(openai_teacher(server), train, test, config=config, cache_dir=tmp_path,
+                                       progress=False)
+        users = [next(m["content"] for m in r.body["messages"] if m["role"] == "user") for r in server.requests]
+    assert report["mode"] == "topics" and report["rows"] == 20 and users
+    for user in users:
+        shown = [(s, t) for s, t in zip(train["source"], train["target"])
+                 if json.dumps({"source": s, "target": t}, ensure_ascii=False) in user]
+        assert len(shown) == 3
+        assert not any(s in user or t in user for s, t in zip(test["source"], test["target"]))
