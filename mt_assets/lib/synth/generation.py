@@ -5,19 +5,18 @@ reports; and combined_C (train_A + synth_B). No Dagster here.
 a pair table (``PAIR_COLUMNS`` + ``topic``) of exactly ``config.target_size(len(train))`` pairs and a
 flat dict of counts (``REPORT_KEYS``). How it works:
 
-1. Plan (``planning``). Request i is a pure function of (train_A, config, i): topic ``topics[i % len(topics)]``,
-   few-shot examples sampled from train_A (sorted by pair id, seeded by (seed, i)), sampling
-   seed ``config.seed + i``. Plans never look at test_A.
-2. Cache (``cache``). Each request's reply is stored under ``cache_dir`` in one JSON file named by the SHA-256
-   of (teacher back end, model, sampling settings, messages, seed), written to a temporary file
-   and renamed, so a crash loses at most the requests in flight. A request whose file exists is
-   never sent again.
+1. Plan (``planning``). Request i is a pure function of (train_A, config, i): topic ``topics[i % len(topics)]``
+   (translate mode: pool sentence i, ``translate_mode``), few-shot examples sampled from train_A
+   (seeded by (seed, i)), sampling seed ``config.seed + i``. Plans never look at test_A.
+2. Cache (``cache``). Each reply is stored under ``cache_dir`` in one JSON file named by the SHA-256 of
+   (back end, model, sampling settings, messages or mode + source + prompt, seed), written to a
+   temporary file and renamed: a crash loses at most the requests in flight; a cached request is never sent again.
 3. Send. Requests run in waves sized from the yield so far, on a thread pool of
    ``teacher.max_concurrency``; each worker caches its reply as soon as it arrives.
-4. Parse strictly (``parsing.parse_reply``) and filter (``filters.PairFilter``), in request order, until the
-   target is reached; surplus pairs of the last request are dropped (and counted).
-5. Out of requests (``config.max_requests``) before the target: ``SynthesisShortfall`` with the
-   report.
+4. Parse strictly (``parsing.parse_reply``; translate mode ``parse_line``) and filter
+   (``filters.PairFilter``), in request order, until the target is reached; surplus pairs of the
+   last request are dropped (and counted).
+5. Out of requests (``config.max_requests``) before the target: ``SynthesisShortfall`` with the report.
 
 Given the same cache contents the result is the same, however the run was interrupted.
 """
@@ -85,8 +84,8 @@ REPORT_KEYS = (
     "topic_mismatch", *(f"filtered_{r}" for r in FILTER_REASONS), "filtered_total",
     "accepted", "surplus_dropped", "topic_distribution", "examples", "teacher_stats", "cache_dir",
 )
-"""Keys of the report dict; translate mode adds ``translate_mode.POOL_COUNTS``; the oracle adds ``oracle_pool_rows``, ``oracle_excluded_pair_in_train_or_test``,
-``oracle_excluded_text_in_train_or_test``, ``oracle_eligible``.
+"""Keys of the report dict; translate mode adds ``translate_mode.POOL_COUNTS``; the oracle adds ``oracle_pool_rows``,
+``oracle_excluded_pair_in_train_or_test``, ``oracle_excluded_text_in_train_or_test``, ``oracle_eligible``.
 
 * requests_processed: requests whose reply was parsed and filtered, in order (0..k-1);
   requests_sent: answered by the teacher in this run; requests_cached: read from the cache;
