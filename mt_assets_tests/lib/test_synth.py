@@ -334,7 +334,8 @@ def test_config_errors_name_the_setting(kwargs, needle):
 
 
 SYNTHESIS_PROFILE_KEYS = {"size", "size_factor", "pairs_per_request", "max_requests", "budget_factor", "topics",
-                          "few_shot", "seed", "max_chars", "max_length_ratio", "check_language", "cache_dir"}
+                          "few_shot", "seed", "mode", "max_chars", "max_length_ratio", "check_language", "cache_dir",
+                          "source_pool"}
 
 
 def test_the_synthesis_resource_takes_its_settings_from_synth_and_filter_config():

@@ -250,6 +250,12 @@ def read_tatoeba(path: Path, source_lang: str, target_lang: str) -> Iterator[Raw
             yield RawPair(line_no, "", "", skipped="other language pair")
 
 
+def read_text(path: Path) -> Iterator[RawPair]:
+    """A monolingual file, one sentence per line (gzip by suffix): rows whose target is empty."""
+    for line_no, text in _open_lines(Path(path)):
+        yield RawPair(line_no, text, "")
+
+
 def read_local(fmt: str, path: Path, source_lang: str, target_lang: str,
                source_column: str | None = None, target_column: str | None = None) -> Iterator[RawPair]:
     """Dispatch on a local format name; column names default to the language codes."""

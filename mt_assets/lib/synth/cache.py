@@ -28,8 +28,10 @@ class RequestCache:
         self.directory = UPath(directory) if remote else Path(directory)
 
     @staticmethod
-    def request_key(identity: dict, messages: Sequence[dict], seed: int) -> str:
-        canonical = json.dumps({"identity": identity, "messages": [dict(m) for m in messages], "seed": seed},
+    def request_key(identity: dict, messages: Sequence[dict], seed: int, **extra) -> str:
+        """SHA-256 of the request; ``extra`` (translate mode: mode, source, prompt, stop) joins it."""
+        canonical = json.dumps({"identity": identity, "messages": [dict(m) for m in messages], "seed": seed,
+                                **extra},
                                sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 

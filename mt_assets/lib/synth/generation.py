@@ -5,19 +5,18 @@ reports; and combined_C (train_A + synth_B). No Dagster here.
 a pair table (``PAIR_COLUMNS`` + ``topic``) of exactly ``config.target_size(len(train))`` pairs and a
 flat dict of counts (``REPORT_KEYS``). How it works:
 
-1. Plan (``planning``). Request i is a pure function of (train_A, config, i): topic ``topics[i % len(topics)]``,
-   few-shot examples sampled from train_A (sorted by pair id, seeded by (seed, i)), sampling
-   seed ``config.seed + i``. Plans never look at test_A.
-2. Cache (``cache``). Each request's reply is stored under ``cache_dir`` in one JSON file named by the SHA-256
-   of (teacher back end, model, sampling settings, messages, seed), written to a temporary file
-   and renamed, so a crash loses at most the requests in flight. A request whose file exists is
-   never sent again.
+1. Plan (``planning``). Request i is a pure function of (train_A, config, i): topic ``topics[i % len(topics)]``
+   (translate mode: pool sentence i, ``translate_mode``), few-shot examples sampled from train_A
+   (seeded by (seed, i)), sampling seed ``config.seed + i``. Plans never look at test_A.
+2. Cache (``cache``). Each reply is stored under ``cache_dir`` in one JSON file named by the SHA-256 of
+   (back end, model, sampling settings, messages or mode + source + prompt, seed), written to a
+   temporary file and renamed: a crash loses at most the requests in flight; a cached request is never sent again.
 3. Send. Requests run in waves sized from the yield so far, on a thread pool of
    ``teacher.max_concurrency``; each worker caches its reply as soon as it arrives.
-4. Parse strictly (``parsing.parse_reply``) and filter (``filters.PairFilter``), in request order, until the
-   target is reached; surplus pairs of the last request are dropped (and counted).
-5. Out of requests (``config.max_requests``) before the target: ``SynthesisShortfall`` with the
-   report.
+4. Parse strictly (``parsing.parse_reply``; translate mode ``parse_line``) and filter
+   (``filters.PairFilter``), in request order, until the target is reached; surplus pairs of the
+   last request are dropped (and counted).
+5. Out of requests (``config.max_requests``) before the target: ``SynthesisShortfall`` with the report.
 
 Given the same cache contents the result is the same, however the run was interrupted.
 """
@@ -38,8 +37,10 @@ from mt_assets.lib.data.pairs import PAIR_COLUMNS, make_pairs
 from mt_assets.lib.data.text import normalize_text, sentence_key
 from mt_assets.lib.synth.cache import RequestCache
 from mt_assets.lib.synth.filters import FILTER_REASONS, PairFilter
-from mt_assets.lib.synth.parsing import MalformedReply, parse_reply
+from mt_assets.lib.data.languages import language_name
+from mt_assets.lib.synth.parsing import MalformedReply, parse_line, parse_reply
 from mt_assets.lib.synth.planning import PlannedRequest, RequestPlanner, SynthConfig
+from mt_assets.lib.synth.translate_mode import SourcePool, TranslationPlanner
 from mt_assets.lib.synth.teachers.base import ChatTeacher
 from mt_assets.lib.synth.teachers.oracle import OracleTeacher
 
@@ -77,19 +78,20 @@ class SynthesisShortfall(RuntimeError):
 
 
 REPORT_KEYS = (
-    "backend", "model", "source_lang", "target_lang", "target_size", "rows",
+    "mode", "backend", "model", "source_lang", "target_lang", "target_size", "rows",
     "pairs_per_request", "request_budget", "requests_processed", "requests_sent", "requests_cached",
-    "requests_unprocessed", "replies_malformed", "items_received", "items_malformed",
+    "requests_unprocessed", "replies_malformed", "reply_lines_dropped", "items_received", "items_malformed",
     "topic_mismatch", *(f"filtered_{r}" for r in FILTER_REASONS), "filtered_total",
     "accepted", "surplus_dropped", "topic_distribution", "examples", "teacher_stats", "cache_dir",
 )
-"""Keys of the report dict; the oracle adds ``oracle_pool_rows``, ``oracle_excluded_pair_in_train_or_test``,
-``oracle_excluded_text_in_train_or_test``, ``oracle_eligible``.
+"""Keys of the report dict; translate mode adds ``translate_mode.POOL_COUNTS``; the oracle adds ``oracle_pool_rows``,
+``oracle_excluded_pair_in_train_or_test``, ``oracle_excluded_text_in_train_or_test``, ``oracle_eligible``.
 
 * requests_processed: requests whose reply was parsed and filtered, in order (0..k-1);
   requests_sent: answered by the teacher in this run; requests_cached: read from the cache;
   requests_unprocessed: fetched in the last wave but not needed.
-* replies_malformed: whole replies not in the schema; items_malformed: items dropped by parsing;
+* replies_malformed: whole replies not in the schema (translate mode: empty, or only the label);
+  reply_lines_dropped: translate mode, lines after a reply's first; items_malformed: items dropped by parsing;
   items_received: well-formed items; accepted + filtered_total == items_received.
 * filtered_<reason>: per ``FILTER_REASONS``; surplus_dropped: kept pairs beyond the target.
 * topic_distribution: {topic: rows}; examples: {reason: up to 3 dropped pairs or replies};
@@ -156,19 +158,21 @@ class _Run:
     def report(self, budget: int) -> dict:
         counts = self.counts
         report = {
+            "mode": self.config.mode,
             "backend": self.teacher.backend,
             "model": self.teacher.model,
             "source_lang": self.source_lang,
             "target_lang": self.target_lang,
             "target_size": self.target,
             "rows": min(len(self.rows), self.target),
-            "pairs_per_request": self.config.pairs_per_request,
+            "pairs_per_request": self.config.per_request,
             "request_budget": budget,
             "requests_processed": counts["requests_processed"],
             "requests_sent": counts["requests_sent"],
             "requests_cached": counts["requests_cached"],
             "requests_unprocessed": counts["requests_fetched"] - counts["requests_processed"],
             "replies_malformed": counts["replies_malformed"],
+            "reply_lines_dropped": counts["reply_lines_dropped"],
             "items_received": counts["items_received"],
             "items_malformed": counts["items_malformed"],
             "topic_mismatch": counts["topic_mismatch"],
@@ -204,12 +208,15 @@ def generate_synthetic(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     on_progress: Callable[[dict], None] | None = None,
+    source_pool: SourcePool | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Synthetic pairs from ``teacher`` (see the module docstring): ``(table, report)``.
 
     ``train`` (train_A) supplies few-shot examples and the duplicates to avoid; ``test`` (test_A)
     only the sentences that must not appear. ``cache_dir`` is required for chat teachers (the
-    oracle needs none: it is in-process and deterministic).
+    oracle needs none: it is in-process and deterministic). Translate mode (``config.mode``) needs
+    ``source_pool`` (``translate_mode.eligible_sources``), with at least as many sentences as pairs
+    are wanted; there the oracle serves the pool's reference translations.
     ``on_progress(snapshot)`` is called after every request fetched or processed; an exception
     it raises stops the run (requests in flight still finish and are cached).
     """
@@ -219,23 +226,44 @@ def generate_synthetic(
     target_lang = _single(train, "target_lang", "train_A")
     if not test.empty and (_single(test, "source_lang", "test_A"), _single(test, "target_lang", "test_A")) != (source_lang, target_lang):
         raise ValueError(f"test_A's languages differ from train_A's ({source_lang}-{target_lang})")
+    translate = config.mode == "translate"
+    if translate:
+        if source_pool is None:
+            raise ValueError("synthesis mode translate needs setting synthesis.source_pool: a held-out corpus "
+                             "whose source sentences the teacher translates")
+        source_pool.require(config.target_size(len(train)))
+    args = (train, test, config, source_lang, target_lang, progress, on_progress)
     if isinstance(teacher, OracleTeacher):
-        return _from_oracle(teacher, train, test, config, source_lang, target_lang, progress, on_progress)
+        if translate:
+            eligible = len(source_pool.sentences)
+            return _from_oracle(teacher, *args, source_pool.reference_table(), eligible, source_pool.counts)
+        return _from_oracle(teacher, *args, teacher.pairs(config.seed), teacher.excluded["eligible"],
+                            {f"oracle_{k}": v for k, v in teacher.excluded.items()})
     if cache_dir is None:
         raise ValueError("cache_dir is required for a chat teacher: the per-request cache makes reruns resume")
     run = _Run(teacher, train, test, config, source_lang, target_lang, progress, on_progress, cache_dir)
+    planner = (TranslationPlanner(train, config, source_lang, target_lang, source_pool) if translate
+               else RequestPlanner(train, config, source_lang, target_lang))
+    budget = config.request_budget(run.target)
+    if translate:
+        budget = min(budget, len(source_pool.sentences))
     try:
-        _chat_loop(run, teacher, train, config, RequestCache(cache_dir))
+        _chat_loop(run, teacher, planner, budget, RequestCache(cache_dir), source_pool)
     finally:
         run.bar.close()
-    return run.table(), run.report(config.request_budget(run.target))
+    return run.table(), _with_pool(run.report(budget), source_pool)
+
+
+def _with_pool(report: dict, source_pool: SourcePool | None) -> dict:
+    return {**report, **(source_pool.counts if source_pool is not None else {})}
 
 
 def _from_oracle(teacher: OracleTeacher, train, test, config, source_lang, target_lang, progress,
-                 on_progress) -> tuple[pd.DataFrame, dict]:
+                 on_progress, pool: pd.DataFrame, eligible: int, extra: dict) -> tuple[pd.DataFrame, dict]:
+    """Pairs of ``pool`` (the oracle's own, or in translate mode the source pool's references)
+    through the filters, in order; ``extra`` joins the report."""
     run = _Run(teacher, train, test, config, source_lang, target_lang, progress, on_progress, None)
-    pool = teacher.pairs(config.seed)
-    n = config.pairs_per_request
+    n = config.per_request
     try:
         for start in range(0, len(pool), n):
             if len(run.rows) >= run.target:
@@ -248,12 +276,11 @@ def _from_oracle(teacher: OracleTeacher, train, test, config, source_lang, targe
             run.notify()
     finally:
         run.bar.close()
-    report = run.report(math.ceil(len(pool) / n))
-    report.update({f"oracle_{k}": v for k, v in teacher.excluded.items()})
+    report = {**run.report(math.ceil(len(pool) / n)), **extra}
     if len(run.rows) < run.target:
         raise SynthesisShortfall(
             f"oracle teacher: only {len(run.rows)} valid pairs of {run.target} wanted; its pool has "
-            f"{teacher.excluded['eligible']} pairs disjoint from train_A/test_A ({_describe(report)}). "
+            f"{eligible} pairs disjoint from train_A/test_A ({_describe(report)}). "
             "Use a larger held-out pool or a smaller synth size", report)
     return run.table(), report
 
@@ -264,13 +291,23 @@ def _describe(report: dict) -> str:
     return ", ".join(f"{k}={report[k]}" for k in keys if report.get(k))
 
 
-def _chat_loop(run: _Run, teacher: ChatTeacher, train: pd.DataFrame, config: SynthConfig,
-               cache: RequestCache) -> None:
+def _candidates(run: _Run, plan: PlannedRequest, reply: str) -> list[dict]:
+    """The items of one reply (``MalformedReply`` when there are none): JSON pairs in topics mode,
+    the plan's source with the reply's first line in translate mode."""
+    if plan.source is None:
+        items, malformed = parse_reply(reply)
+        run.counts["items_malformed"] += malformed
+        return items
+    line, dropped = parse_line(reply, language_name(run.target_lang, "target_lang"))
+    run.counts["reply_lines_dropped"] += dropped
+    return [{"source": plan.source, "target": line, "topic": plan.topic}]
+
+
+def _chat_loop(run: _Run, teacher: ChatTeacher, planner: RequestPlanner, budget: int,
+               cache: RequestCache, source_pool: SourcePool | None) -> None:
     identity = teacher.cache_identity()
-    budget = config.request_budget(run.target)
-    n = config.pairs_per_request
+    n = run.config.per_request
     origin = f"synthetic:{teacher.backend}:{teacher.model}"
-    planner = RequestPlanner(train, config, run.source_lang, run.target_lang)
     next_index = 0
     while len(run.rows) < run.target and next_index < budget:
         missing = run.target - len(run.rows)
@@ -284,7 +321,7 @@ def _chat_loop(run: _Run, teacher: ChatTeacher, train: pd.DataFrame, config: Syn
             if len(run.rows) >= run.target:
                 break
             try:
-                items, malformed = parse_reply(replies[plan.index])
+                items = _candidates(run, plan, replies[plan.index])
             except MalformedReply as err:
                 run.counts["requests_processed"] += 1
                 run.counts["replies_malformed"] += 1
@@ -293,11 +330,10 @@ def _chat_loop(run: _Run, teacher: ChatTeacher, train: pd.DataFrame, config: Syn
                                                "reply": replies[plan.index][:200]})
                 run.notify()
                 continue
-            run.counts["items_malformed"] += malformed
             run.take(items, plan.topic, lambda item: origin)
             run.notify()
     if len(run.rows) < run.target:
-        report = run.report(budget)
+        report = _with_pool(run.report(budget), source_pool)
         raise SynthesisShortfall(
             f"synthetic data: {len(run.rows)} valid pairs of {run.target} wanted after spending the "
             f"request budget of {budget} requests ({_describe(report)}). Raise setting max_requests "
@@ -313,7 +349,7 @@ def _fetch(run: _Run, teacher: ChatTeacher, identity: dict, cache: RequestCache,
     replies: dict[int, str] = {}
     todo: list[tuple[PlannedRequest, str]] = []
     for plan in plans:
-        key = RequestCache.request_key(identity, plan.messages, plan.seed)
+        key = RequestCache.request_key(identity, plan.messages, plan.seed, **plan.cache_extra())
         cached = cache.get(key)
         run.counts["requests_fetched"] += 1
         if cached is not None:
@@ -330,12 +366,12 @@ def _fetch(run: _Run, teacher: ChatTeacher, identity: dict, cache: RequestCache,
         if stop.is_set():
             return None
         try:
-            reply = teacher.request(list(plan.messages), seed=plan.seed, n=run.config.pairs_per_request)
+            reply = plan.send(teacher, run.config.pairs_per_request)
         except BaseException:
             stop.set()
             raise
         cache.put(key, reply, {"identity": identity, "index": plan.index, "topic": plan.topic,
-                               "seed": plan.seed, "messages": list(plan.messages)})
+                               "seed": plan.seed, "messages": list(plan.messages), **plan.cache_extra()})
         with lock:
             run.counts["requests_sent"] += 1
         return reply

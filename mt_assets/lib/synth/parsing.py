@@ -47,3 +47,19 @@ def parse_reply(text: str) -> tuple[list[dict], int]:
         else:
             malformed += 1
     return items, malformed
+
+
+def parse_line(text: str, label: str) -> tuple[str, int]:
+    """Translate mode: the translation in a plain-text reply, and how many further non-empty lines
+    were dropped. The translation is the first non-empty line (lines end at any Unicode line
+    break), stripped of a leading ``label:`` (e.g. "French:", any case). ``MalformedReply`` when
+    there is no such line or only the label."""
+    if not isinstance(text, str):
+        raise MalformedReply(f"reply is {type(text).__name__}, not text")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise MalformedReply("reply is empty")
+    first = re.sub(rf"\A{re.escape(label)}\s*:\s*", "", lines[0], flags=re.IGNORECASE).strip()
+    if not first:
+        raise MalformedReply(f"reply's first line is only the label {label!r}")
+    return first, len(lines) - 1

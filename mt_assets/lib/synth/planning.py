@@ -12,6 +12,11 @@ import pandas as pd
 from mt_assets.lib.synth.filters import FilterConfig
 from mt_assets.lib.synth.prompt import DEFAULT_TOPICS, build_messages
 
+MODES = ("topics", "translate")
+"""Synthesis modes: ``topics`` (new pairs on topics, a JSON reply) and ``translate`` (sequence-level
+distillation: the teacher translates held-out source sentences, one plain-text line each)."""
+
+
 @dataclass(frozen=True)
 class SynthConfig:
     """Settings of one synthetic-data run.
@@ -30,6 +35,8 @@ class SynthConfig:
     topics: tuple[str, ...] = DEFAULT_TOPICS
     few_shot: int = 3
     seed: int = 0
+    mode: str = field(default="topics", metadata={"help": "topics: the teacher writes new pairs on topics "
+                      "(JSON); translate: it translates sentences of source_pool, one line per request."})
     filters: FilterConfig = field(default_factory=FilterConfig)
 
     def __post_init__(self) -> None:
@@ -45,6 +52,8 @@ class SynthConfig:
             raise ValueError(f"synth budget_factor={self.budget_factor} must be at least 1")
         if not self.topics or any(not str(t).strip() for t in self.topics):
             raise ValueError(f"synth topics {list(self.topics)} must be a non-empty list of non-empty names")
+        if self.mode not in MODES:
+            raise ValueError(f"synthesis mode={self.mode!r} is not one of {list(MODES)}")
         if self.few_shot < 0:
             raise ValueError(f"synth few_shot={self.few_shot} must be >= 0")
 
@@ -54,7 +63,12 @@ class SynthConfig:
     def request_budget(self, target: int) -> int:
         if self.max_requests is not None:
             return self.max_requests
-        return max(1, math.ceil(self.budget_factor * math.ceil(target / self.pairs_per_request)))
+        return max(1, math.ceil(self.budget_factor * math.ceil(target / self.per_request)))
+
+    @property
+    def per_request(self) -> int:
+        """Pairs one request asks for: pairs_per_request in topics mode, one in translate mode."""
+        return 1 if self.mode == "translate" else self.pairs_per_request
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,23 @@ class PlannedRequest:
     seed: int
     examples: tuple[tuple[str, str], ...]
     messages: tuple[dict, ...]
+    source: str | None = None
+    """Translate mode: the pool sentence to translate (then ``prompt`` replaces ``messages``)."""
+    prompt: str | None = None
+    stop: tuple[str, ...] = ()
+
+    def cache_extra(self) -> dict:
+        """What names a translate-mode request in the cache besides identity, messages and seed
+        (its mode, source sentence, prompt and stop strings); nothing in topics mode, whose keys
+        are those of earlier versions."""
+        if self.source is None:
+            return {}
+        return {"mode": "translate", "source": self.source, "prompt": self.prompt, "stop": list(self.stop)}
+
+    def send(self, teacher, n: int) -> str:
+        if self.source is None:
+            return teacher.request(list(self.messages), seed=self.seed, n=n)
+        return teacher.complete(self.prompt, seed=self.seed, stop=list(self.stop))
 
 
 class RequestPlanner:
@@ -74,14 +105,18 @@ class RequestPlanner:
         self.examples_pool = list(zip(ordered["source"], ordered["target"]))
         self.config, self.source_lang, self.target_lang = config, source_lang, target_lang
 
+    def examples(self, index: int) -> tuple[tuple[str, str], ...]:
+        """Request ``index``'s few-shot pairs: ``few_shot`` of train_A, seeded by (seed, index)."""
+        k = min(self.config.few_shot, len(self.examples_pool))
+        rng = np.random.default_rng([self.config.seed, index])
+        rows = sorted(rng.choice(len(self.examples_pool), size=k, replace=False).tolist()) if k else []
+        return tuple(self.examples_pool[r] for r in rows)
+
     def plan(self, index: int) -> PlannedRequest:
         """Request ``index``: its topic, few-shot examples (from train_A only) and seed."""
         config = self.config
         topic = config.topics[index % len(config.topics)]
-        k = min(config.few_shot, len(self.examples_pool))
-        rng = np.random.default_rng([config.seed, index])
-        rows = sorted(rng.choice(len(self.examples_pool), size=k, replace=False).tolist()) if k else []
-        examples = tuple(self.examples_pool[r] for r in rows)
+        examples = self.examples(index)
         messages = build_messages(source_lang=self.source_lang, target_lang=self.target_lang, topic=topic,
                                   n=config.pairs_per_request, examples=examples)
         return PlannedRequest(index, topic, config.seed + index, examples, tuple(messages))

@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 
 from mt_assets.lib.data import languages
+from mt_assets.lib.data.text import normalize_text
 
 ROLE = (
     "You are a professional {source_name}-{target_name} translator who writes training data for "
@@ -118,3 +119,28 @@ def build_messages(
         **names,
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+# --- translate mode: a few-shot plain-text prompt a base model continues ------------------------
+
+TRANSLATE_LINE = "{source_name}: {source}\n{target_name}: {target}"
+"""One example of the translate-mode prompt; the prompt ends with the request, whose target is empty."""
+
+
+def build_translation_prompt(*, source_lang: str, target_lang: str, sentence: str,
+                             examples: Sequence[tuple[str, str]] = ()) -> tuple[str, list[str]]:
+    """The plain-text prompt of one translate-mode request, and its stop strings.
+
+    ``examples`` (from train_A only) then ``sentence``, each as "German: ...\\nFrench: ..." with a
+    blank line between; the prompt ends after "French:". Texts are normalised (``normalize_text``),
+    so a line separator inside a sentence cannot start a line of its own. The teacher stops before
+    it would write the next "German:" line.
+    """
+    names = {"source_name": language_name(source_lang, "source_lang"),
+             "target_name": language_name(target_lang, "target_lang")}
+    if not normalize_text(sentence):
+        raise ValueError("translate mode: a source sentence is empty; blank pool lines are left out first")
+    blocks = [TRANSLATE_LINE.format(source=normalize_text(s), target=normalize_text(t), **names)
+              for s, t in examples]
+    blocks.append(TRANSLATE_LINE.format(source=normalize_text(sentence), target="", **names).rstrip())
+    return "\n\n".join(blocks), [f"\n{names['source_name']}:"]

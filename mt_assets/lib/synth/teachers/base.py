@@ -34,3 +34,13 @@ class ChatTeacher(Protocol):
 
     def request(self, messages: Messages, *, seed: int, n: int) -> str:
         """The reply text for one prompt asking for ``n`` pairs, sampled with ``seed``."""
+
+    def complete(self, prompt: str, *, seed: int, stop: Sequence[str]) -> str:
+        """Translate mode: the continuation of a plain-text ``prompt`` (no chat template), sampled
+        with ``seed`` and cut before the first of the ``stop`` strings."""
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """``text`` up to the first occurrence of any ``stop`` string (what servers do with ``stop``)."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
+    return text[:cut]

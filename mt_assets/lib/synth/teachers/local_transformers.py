@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from mt_assets.lib.synth.teachers.base import Messages, TeacherConfigError
+from mt_assets.lib.synth.teachers.base import Messages, TeacherConfigError, cut_at_stop
 
 class TransformersTeacher:
     """A causal LM run in-process: pass a loaded ``model`` and ``tokenizer``, or a ``loader``
@@ -37,6 +38,7 @@ class TransformersTeacher:
         self.tokens_per_pair, self.tokens_base = tokens_per_pair, tokens_base
         self.temperature, self.top_p, self.do_sample = temperature, top_p, do_sample
         self._lock = threading.Lock()
+        self.stats: Counter = Counter()
 
     def __repr__(self) -> str:
         return f"TransformersTeacher(model={self.model!r}, loaded={self._model is not None})"
@@ -64,24 +66,45 @@ class TransformersTeacher:
         return "\n\n".join(lines) + "\n\nAssistant:", False
 
     def request(self, messages: Messages, *, seed: int, n: int) -> str:
-        import torch
-
         with self._lock:
             model, tokenizer = self._loaded()
             prompt, templated = self.render_prompt(tokenizer, messages)
-            inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=not templated)
-            device = getattr(model, "device", None)
-            if device is not None:
-                inputs = {k: v.to(device) for k, v in inputs.items()}
-            torch.manual_seed(seed)
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            generate_kwargs = {
-                "max_new_tokens": self.max_new_tokens or self.tokens_base + self.tokens_per_pair * n,
-                "do_sample": self.do_sample, "pad_token_id": pad,
-            }
-            if self.do_sample:
-                generate_kwargs.update(temperature=self.temperature, top_p=self.top_p)
-            with torch.no_grad():
-                output = model.generate(**inputs, **generate_kwargs)
-            new_tokens = output[0, inputs["input_ids"].shape[1]:]
-            return tokenizer.decode(new_tokens, skip_special_tokens=True)
+            budget = self.max_new_tokens or self.tokens_base + self.tokens_per_pair * n
+            return self._generate(prompt, not templated, seed, budget)
+
+    def complete(self, prompt: str, *, seed: int, stop: Sequence[str]) -> str:
+        """Translate mode: the plain-text prompt as is (no chat template), cut at ``stop``."""
+        with self._lock:
+            self._loaded()
+            budget = self.max_new_tokens or self.tokens_base + self.tokens_per_pair
+            return cut_at_stop(self._generate(prompt, True, seed, budget), stop)
+
+    def _generate(self, prompt: str, add_special_tokens: bool, seed: int, max_new_tokens: int) -> str:
+        """The decoded continuation of ``prompt``. A prompt longer than the model's context
+        (less the tokens to generate) keeps its end (counted in ``stats["prompts_truncated"]``):
+        the request is at the end, the examples at the start."""
+        import torch
+
+        model, tokenizer = self._model, self._tokenizer
+        inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=add_special_tokens)
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if context and inputs["input_ids"].shape[1] + max_new_tokens > context:
+            keep = context - max_new_tokens
+            if keep < 1:
+                raise TeacherConfigError(
+                    f"teacher max_new_tokens={max_new_tokens} leaves no room for a prompt in the model's "
+                    f"context of {context} tokens: lower max_new_tokens or tokens_per_pair")
+            inputs = {k: v[:, -keep:] for k, v in inputs.items()}
+            self.stats["prompts_truncated"] += 1
+        device = getattr(model, "device", None)
+        if device is not None:
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+        torch.manual_seed(seed)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        generate_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": self.do_sample, "pad_token_id": pad}
+        if self.do_sample:
+            generate_kwargs.update(temperature=self.temperature, top_p=self.top_p)
+        with torch.no_grad():
+            output = model.generate(**inputs, **generate_kwargs)
+        new_tokens = output[0, inputs["input_ids"].shape[1]:]
+        return tokenizer.decode(new_tokens, skip_special_tokens=True)

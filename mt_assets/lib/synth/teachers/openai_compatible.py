@@ -1,5 +1,6 @@
-"""A teacher behind any OpenAI-compatible chat-completions endpoint (vLLM, TGI, Ollama, HF Inference
-Providers, OpenAI), through the official ``openai`` client.
+"""A teacher behind any OpenAI-compatible endpoint (vLLM, TGI, Ollama, llama.cpp's llama-server, HF
+Inference Providers, OpenAI), through the official ``openai`` client: chat completions in topics
+mode, plain completions (``/v1/completions``) in translate mode.
 
 Secrets: the API key is read from a named environment variable at call time and never written
 into an exception, a log record or a repr (the server's error text is left out of 401/403
@@ -10,10 +11,8 @@ authorization header and query parameters, so no library logs them as part of a 
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import logging
-import math
 import os
 import random
 import sys
@@ -24,7 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from mt_assets.lib.synth.teachers.base import Messages, TeacherConfigError, TeacherUnavailableError
+from mt_assets.lib.synth.teachers.base import Messages, TeacherConfigError, TeacherUnavailableError, cut_at_stop
+from mt_assets.lib.synth.teachers.retry import RetryPolicy, parse_retry_after, scrub
 from mt_assets.lib.urls import credential_parts, redact_logged_urls, redact_url
 
 log = logging.getLogger(__name__)
@@ -33,74 +33,6 @@ DEFAULT_TEACHER_MODEL = "Qwen/Qwen2.5-32B-Instruct"
 DEFAULT_API_KEY_ENV = "MT_TEACHER_API_KEY"
 NO_AUTH_KEY = "no-key"
 """Sent as the API key when ``api_key_env`` is None (local servers without authentication)."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often a request is tried, and how long this module waits where the client does not.
-
-    ``max_attempts`` bounds every attempt of one request: the ``openai`` client's own retries
-    (timeouts, refused connections, 408/409/429, 5xx, with its exponential backoff from 0.5 s to
-    8 s and its Retry-After handling up to 2 minutes) and ours (below) together.
-    ``backoff_base_s``/``backoff_max_s`` set what the client has no setting for: the pause every
-    thread of the teacher takes after a 429 without Retry-After, and the wait before retrying a
-    reply that is not a chat completion. Attempt k waits ``min(backoff_max_s, backoff_base_s *
-    2**(k-1))`` scaled by a random factor in [0.5, 1]. A Retry-After over ``max_retry_after_s``
-    fails at once rather than stall the run; one the client will not wait for (over 2 minutes)
-    but within ``max_retry_after_s`` is waited out here.
-    """
-
-    max_attempts: int = 6
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 30.0
-    max_retry_after_s: float = 300.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"setting max_attempts={self.max_attempts} must be at least 1")
-        if self.backoff_base_s < 0 or self.backoff_max_s < 0:
-            raise ValueError("settings backoff_base_s and backoff_max_s must be >= 0")
-        if self.max_retry_after_s < 0:
-            raise ValueError(f"setting max_retry_after_s={self.max_retry_after_s} must be >= 0")
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        delay = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
-        return delay * (0.5 + 0.5 * rng.random())
-
-
-def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or HTTP-date)."""
-    if not headers:
-        return None
-    lower = {k.lower(): v for k, v in headers.items()}
-    millis = lower.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = lower.get("retry-after")
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-        return max(0.0, seconds) if math.isfinite(seconds) else None
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def _scrub(text: str, secrets: Sequence[str], limit: int = 300) -> str:
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class _InvalidResponse(Exception):
@@ -305,14 +237,28 @@ class OpenAITeacher:
         return kwargs
 
     def request(self, messages: Messages, *, seed: int, n: int) -> str:
-        """Send one chat completion; the reply's text. The client retries transport faults, 429
-        and 5xx; this loop only retries what it does not: a 200 that is not a chat completion, and
+        """Send one chat completion (topics mode); the reply's text."""
+        kwargs = self._create_kwargs(messages, seed, n)
+        return self._call(lambda client: client.chat.completions.create(**kwargs))
+
+    def complete(self, prompt: str, *, seed: int, stop: Sequence[str]) -> str:
+        """Translate mode: one plain-text completion (``/v1/completions``: no chat template, so a
+        base model such as Gemma 3 270M behind llama-server continues the few-shot prompt as it
+        was trained to); the text cut before the first ``stop`` string."""
+        kwargs: dict[str, Any] = {"model": self.model, "prompt": prompt, "seed": seed, "stop": list(stop),
+                                  "temperature": self.temperature, "max_tokens": self.max_tokens_for(1)}
+        if self.top_p is not None:
+            kwargs["top_p"] = self.top_p
+        return cut_at_stop(self._call(lambda client: client.completions.create(**kwargs)), stop)
+
+    def _call(self, create: Callable[[Any], Any]) -> str:
+        """``create(client)`` with retries; the reply's text. The client retries transport faults,
+        429 and 5xx; this loop only retries what it does not: a 200 that is not a completion, and
         a 429 whose Retry-After the client will not wait for (see ``RetryPolicy``)."""
         import openai
 
         key = self._api_key()
         client = self._get_client(key)
-        kwargs = self._create_kwargs(messages, seed, n)
         where = f"teacher {self.model!r} at {redact_url(self.base_url)}"
         max_attempts = self.retry.max_attempts
         self._local.attempts = 0
@@ -320,7 +266,7 @@ class OpenAITeacher:
         while (before := self._local.attempts) < max_attempts:
             left = max_attempts - before - 1  # the client's retries for this call
             try:
-                response = client.with_options(max_retries=left).chat.completions.create(**kwargs)
+                response = create(client.with_options(max_retries=left))
                 return self._content(response)
             except openai.APIStatusError as err:
                 verdict, detail = self._classify_status(err, key, where)
@@ -353,7 +299,7 @@ class OpenAITeacher:
         or its retries are spent) or "final" (the client's retries are spent)."""
         status = err.status_code
         _, query, userinfo = credential_parts(self.base_url)  # servers echo what they were sent
-        message = _scrub(str(getattr(err, "message", "")), [key, *query.values(), *(userinfo or ())])
+        message = scrub(str(getattr(err, "message", "")), [key, *query.values(), *(userinfo or ())])
         if status in (401, 403):
             env = self.api_key_env
             return ("fatal", TeacherConfigError(
@@ -383,8 +329,8 @@ class OpenAITeacher:
         if not choices:
             raise _InvalidResponse("no choices")
         choice = choices[0]
-        message = getattr(choice, "message", None)
-        content = getattr(message, "content", None) if message is not None else None
+        message = getattr(choice, "message", None)  # a chat completion; a completion has text
+        content = getattr(message, "content", None) if message is not None else getattr(choice, "text", None)
         if getattr(choice, "finish_reason", None) == "length":
             self._count("truncated_replies")
             log.warning("teacher %r: a reply was cut off at the token limit (finish_reason=length); "
