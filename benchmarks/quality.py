@@ -49,12 +49,13 @@ SHARED = ("A", "A_fewshot", "B", "E")
 """Systems that do not depend on the teacher run (E merges B with the oracle teacher's C)."""
 PER_TEACHER = ("C", "D")
 """Systems trained on the teacher's data: reported as C_<teacher>, D_<teacher>."""
-SECOND_RUN = "synth_B combined_C adapter_C adapter_D translations bleu_table bleu_chart"
+SECOND_RUN = " or ".join(f"key:{asset}" for asset in ("synth_B", "combined_C", "adapter_C", "adapter_D", "translations",
+                                                     "bleu_table", "bleu_chart"))
 """What a later teacher run materializes: everything downstream of the teacher except adapter_E."""
 ADAPTERS = {"B": "adapter_B", "C": "adapter_C", "D": "adapter_D", "E": "adapter_E"}
 
 
-def run_profile(work: Path, teacher: str, base_profile: str) -> Path:
+def run_profile(work: Path, teacher: str, base_profile: str, teacher_profiles: dict[str, str]) -> Path:
     """The profile file of one teacher run. The oracle run: `base_profile` with this benchmark's lake and
     caches; a later run: the oracle run's profile with the teacher and synthesis sections of the
     teacher's packaged profile (so only the teacher differs)."""
@@ -65,7 +66,7 @@ def run_profile(work: Path, teacher: str, base_profile: str) -> Path:
                 f"synthesis:\n  cache_dir: {json.dumps(str(work / 'teacher_cache'))}\n"
                 f"evaluation:\n  cache_dir: {json.dumps(str(work / 'translation_cache'))}\n")
     else:
-        text = f"extends: {json.dumps(str(work / 'quality-oracle.yaml'))}\n" + teacher_sections(TEACHERS[teacher])
+        text = f"extends: {json.dumps(str(work / 'quality-oracle.yaml'))}\n" + teacher_sections(teacher_profiles[teacher])
     path = work / f"quality-{teacher}.yaml"
     path.write_text(f"# written by benchmarks/quality.py for its {teacher!r} teacher run\n{text}")
     return path
@@ -84,14 +85,15 @@ def teacher_sections(profile_name: str) -> str:
     return yaml.safe_dump(sections, sort_keys=False)
 
 
-def materialize(profile: Path, select: str | None, work: Path, log: Path) -> float:
-    """`mt-assets materialize` of `profile` on the benchmark's Dagster instance; its seconds. The console
-    lines go to the terminal and to `log`."""
+def materialize(profile: Path, select: str | None, work: Path, log: Path) -> float | None:
+    """`mt-assets materialize` of `profile` on the benchmark's Dagster instance; its seconds, None when it
+    failed. The console lines go to the terminal and to `log`."""
     command = [sys.executable, "-m", "mt_assets.cli", "materialize", "--profile", str(profile)]
     if select:
         command += ["--select", select]
     env = {**os.environ, "DAGSTER_HOME": str(work / "dagster_home"), "PYTHONUNBUFFERED": "1"}
     (work / "dagster_home").mkdir(parents=True, exist_ok=True)
+    (work / "dagster_home" / "dagster.yaml").touch()  # a local instance with the defaults, said so
     started = time.perf_counter()
     with log.open("a", encoding="utf-8") as out:
         out.write(f"$ {' '.join(command)}\n")
@@ -101,7 +103,9 @@ def materialize(profile: Path, select: str | None, work: Path, log: Path) -> flo
             print(line, end="", flush=True)
             out.write(line)
     if process.wait() != 0:
-        raise SystemExit(f"materializing {profile} failed (exit {process.returncode}); its output is in {log}")
+        print(f"[quality] materializing {profile} failed (exit {process.returncode}); its output is in {log}",
+              flush=True)
+        return None
     return time.perf_counter() - started
 
 
@@ -188,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="teacher runs, in order (default oracle,gemma; the first must be oracle)")
     parser.add_argument("--profile", default="quality",
                         help="base profile for the oracle run instead of `quality` (name or YAML path)")
+    parser.add_argument("--gemma-profile", default=TEACHERS["gemma"],
+                        help="profile whose teacher and synthesis sections make the gemma run (default quality-gemma)")
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "results" / "work" / "quality",
                         help="data lake, caches and Dagster instance of the runs")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -200,26 +206,30 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     lake, log = args.work / "lake", args.work / "materialize.log"
     started, rows, runs = time.perf_counter(), [], []
+    stem = args.out / f"quality-{dt.date.today().isoformat()}"
     for teacher in teachers:
-        profile = run_profile(args.work, teacher, args.profile)
+        profile = run_profile(args.work, teacher, args.profile, {**TEACHERS, "gemma": args.gemma_profile})
         first = teacher == teachers[0]
         print(f"[quality] teacher run {teacher!r}: profile {profile}", flush=True)
         seconds = materialize(profile, None if first else SECOND_RUN, args.work, log)
+        run = {"teacher": teacher, "profile": str(profile), "seconds": None if seconds is None else round(seconds, 1),
+               "synthesis": synthesis_counts(args.work),
+               "translation_cache": latest_metadata(args.work, "translations").get("translation_cache")}
+        runs.append(run)
+        if seconds is None:  # what the earlier runs measured is still written
+            run["failed"] = f"see {log}"
+            break
         rows += teacher_rows(lake, args.work, teacher, (*SHARED, *PER_TEACHER) if first else PER_TEACHER)
-        runs.append({"teacher": teacher, "profile": str(profile), "seconds": round(seconds, 1),
-                     "synthesis": synthesis_counts(args.work),
-                     "translation_cache": latest_metadata(args.work, "translations").get("translation_cache")})
     wall = time.perf_counter() - started
-    date = dt.date.today().isoformat()
-    result = {"date": date, "wall_seconds": round(wall, 1), "command": " ".join(["python", "benchmarks/quality.py",
-                                                                                  *(argv or sys.argv[1:])]),
+    result = {"date": dt.date.today().isoformat(), "wall_seconds": round(wall, 1),
+              "command": " ".join(["python", "benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])]),
               "machine": _machine(), "runs": runs, "rows": rows}
-    stem = args.out / f"quality-{date}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    _chart(rows, stem.with_suffix(".png"))
-    print_table(rows)
+    if rows:
+        _chart(rows, stem.with_suffix(".png"))
+        print_table(rows)
     print(f"[quality] {len(rows)} rows in {wall / 60:.1f} min: {stem.with_suffix('.json')}, {stem.with_suffix('.png')}")
-    return 0
+    return 1 if any(run.get("failed") for run in runs) else 0
 
 
 def _machine() -> dict:

@@ -92,8 +92,29 @@ def tiny_teacher(tmp_path_factory) -> Path:
         torch.set_num_threads(threads)
 
 
-def test_translate_mode_with_the_in_process_teacher_through_the_graph(tmp_path, tiny_teacher):
-    teacher = f"{{type: transformers, name_or_path: '{tiny_teacher}', device: cpu, dtype: fp32, max_new_tokens: 24}}"
+def test_a_greedy_in_process_teacher_answers_translate_prompts_in_batches_as_one_by_one(tiny_teacher):
+    """complete_many (batched, stopping at the first newline) gives the first line of what complete gives
+    each prompt alone; only a greedy teacher batches (a sampling one has a seed per request)."""
+    from mt_assets.lib.models.loading import load_causal_lm, load_tokenizer
+    from mt_assets.lib.synth.teachers.local_transformers import TransformersTeacher
+
+    corpus = pd.read_csv(DEMO_TSV, sep="\t")
+    prompts = [f"German: {a}\nFrench: {b}\nGerman: {s}\nFrench:"
+               for a, b, s in zip(corpus["de"][:7], corpus["fr"][:7], corpus["de"][100:107])]
+    teacher = TransformersTeacher(load_causal_lm(str(tiny_teacher), device="cpu", dtype="fp32"),
+                                  load_tokenizer(str(tiny_teacher)), do_sample=False, max_new_tokens=24, batch_size=3)
+    assert teacher.completes_in_batches
+    many = teacher.complete_many(prompts, stop=["\nGerman:"])
+    single = [teacher.complete(p, seed=i, stop=["\nGerman:"]) for i, p in enumerate(prompts)]
+    assert many == [text.split("\n")[0] for text in single]
+    assert any(m.strip() for m in many)
+    assert not TransformersTeacher(teacher._model, teacher._tokenizer, do_sample=True).completes_in_batches
+
+
+@pytest.mark.parametrize("greedy", [False, True], ids=["sampling", "greedy-batched"])
+def test_translate_mode_with_the_in_process_teacher_through_the_graph(tmp_path, tiny_teacher, greedy):
+    teacher = (f"{{type: transformers, name_or_path: '{tiny_teacher}', device: cpu, dtype: fp32, max_new_tokens: 24, "
+               f"do_sample: {str(not greedy).lower()}}}")
     synthesis = (f"{{mode: translate, size: 6, few_shot: 1, check_language: false, max_length_ratio: 50, "
                  f"cache_dir: '{tmp_path / 'cache'}', source_pool: {POOL}}}")
     defs = build_definitions(load_profile(str(profile_file(tmp_path, teacher, synthesis))))

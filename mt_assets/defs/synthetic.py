@@ -125,6 +125,8 @@ class TransformersTeacherModel(Teacher):
     do_sample: bool = True
     max_new_tokens: int | None = None
     """Tokens to generate per request; None: 64 + 96 per pair asked for."""
+    batch_size: int = 16
+    """Translate mode with do_sample false: prompts decoded together (one line each, like the evaluation)."""
 
     @pydantic.model_validator(mode="after")
     def _one_model(self):
@@ -152,7 +154,8 @@ class TransformersTeacherModel(Teacher):
         base = self.base()
         return local_transformers.TransformersTeacher(
             loader=lambda: (base.load_model(), base.load_tokenizer()), model_name=self.model_name(),
-            temperature=self.temperature, do_sample=self.do_sample, max_new_tokens=self.max_new_tokens)
+            temperature=self.temperature, do_sample=self.do_sample, max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size)
 
 
 class OracleTeacherCorpus(Teacher):

@@ -40,7 +40,7 @@ from mt_assets.lib.synth.filters import FILTER_REASONS, PairFilter
 from mt_assets.lib.data.languages import language_name
 from mt_assets.lib.synth.parsing import MalformedReply, parse_line, parse_reply
 from mt_assets.lib.synth.planning import PlannedRequest, RequestPlanner, SynthConfig
-from mt_assets.lib.synth.translate_mode import SourcePool, TranslationPlanner
+from mt_assets.lib.synth.translate_mode import SourcePool, TranslationPlanner, complete_in_batches
 from mt_assets.lib.synth.teachers.base import ChatTeacher
 from mt_assets.lib.synth.teachers.oracle import OracleTeacher
 
@@ -359,6 +359,8 @@ def _fetch(run: _Run, teacher: ChatTeacher, identity: dict, cache: RequestCache,
             todo.append((plan, key))
     if not todo:
         return replies
+    if getattr(teacher, "completes_in_batches", False) and all(plan.prompt is not None for plan, _ in todo):
+        return {**replies, **complete_in_batches(teacher, identity, cache, todo, run.counts, run.notify)}
     lock = threading.Lock()
     stop = threading.Event()  # set on the first failure: queued requests are then not sent
 
@@ -370,8 +372,7 @@ def _fetch(run: _Run, teacher: ChatTeacher, identity: dict, cache: RequestCache,
         except BaseException:
             stop.set()
             raise
-        cache.put(key, reply, {"identity": identity, "index": plan.index, "topic": plan.topic,
-                               "seed": plan.seed, "messages": list(plan.messages), **plan.cache_extra()})
+        cache.put(key, reply, plan.cache_record(identity))
         with lock:
             run.counts["requests_sent"] += 1
         return reply

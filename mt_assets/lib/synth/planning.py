@@ -91,6 +91,11 @@ class PlannedRequest:
             return {}
         return {"mode": "translate", "source": self.source, "prompt": self.prompt, "stop": list(self.stop)}
 
+    def cache_record(self, identity: dict) -> dict:
+        """What the request cache keeps beside a reply: who answered, and what was asked."""
+        return {"identity": identity, "index": self.index, "topic": self.topic, "seed": self.seed,
+                "messages": list(self.messages), **self.cache_extra()}
+
     def send(self, teacher, n: int) -> str:
         if self.source is None:
             return teacher.request(list(self.messages), seed=self.seed, n=n)

@@ -114,3 +114,24 @@ class TranslationPlanner(RequestPlanner):
                                                 sentence=source, examples=examples)
         return PlannedRequest(index, TRANSLATE_TOPIC, self.config.seed + index, examples, (), source=source,
                               prompt=prompt, stop=tuple(stop))
+
+
+COMPLETION_BATCH = 64
+"""Translate-mode prompts a batching teacher answers at once (each batch's replies are cached as it ends)."""
+
+
+def complete_in_batches(teacher, identity: dict, cache, todo: list[tuple[PlannedRequest, str]], counts: Counter,
+                        notify) -> dict[int, str]:
+    """Replies to translate-mode requests `todo` ((plan, cache key) pairs) from a teacher that completes
+    many prompts in one call (``completes_in_batches``: the in-process model decoding greedily, where a
+    request's seed changes nothing), COMPLETION_BATCH at a time, each reply cached as its batch ends."""
+    replies = {}
+    for start in range(0, len(todo), COMPLETION_BATCH):
+        chunk = todo[start:start + COMPLETION_BATCH]
+        texts = teacher.complete_many([plan.prompt for plan, _ in chunk], stop=list(chunk[0][0].stop))
+        for (plan, key), text in zip(chunk, texts, strict=True):
+            cache.put(key, text, plan.cache_record(identity))
+            replies[plan.index] = text
+        counts["requests_sent"] += len(chunk)
+        notify()
+    return replies

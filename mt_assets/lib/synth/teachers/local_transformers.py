@@ -25,7 +25,7 @@ class TransformersTeacher:
     def __init__(self, model=None, tokenizer=None, *, loader: Callable[[], tuple[Any, Any]] | None = None,
                  model_name: str | None = None, max_new_tokens: int | None = None,
                  tokens_per_pair: int = 96, tokens_base: int = 64, temperature: float = 0.7,
-                 top_p: float = 0.95, do_sample: bool = True):
+                 top_p: float = 0.95, do_sample: bool = True, batch_size: int = 16):
         if (model is None) != (tokenizer is None):
             raise TeacherConfigError("TransformersTeacher needs both model and tokenizer (or a loader)")
         if model is None and loader is None:
@@ -37,6 +37,7 @@ class TransformersTeacher:
         self.max_new_tokens = max_new_tokens
         self.tokens_per_pair, self.tokens_base = tokens_per_pair, tokens_base
         self.temperature, self.top_p, self.do_sample = temperature, top_p, do_sample
+        self.batch_size = batch_size
         self._lock = threading.Lock()
         self.stats: Counter = Counter()
 
@@ -78,6 +79,25 @@ class TransformersTeacher:
             self._loaded()
             budget = self.max_new_tokens or self.tokens_base + self.tokens_per_pair
             return cut_at_stop(self._generate(prompt, True, seed, budget), stop)
+
+    @property
+    def completes_in_batches(self) -> bool:
+        """Greedy decoding (no sampling, so a request's seed changes nothing): translate-mode prompts
+        are answered many at once (complete_many)."""
+        return not self.do_sample
+
+    def complete_many(self, prompts: Sequence[str], *, stop: Sequence[str]) -> list[str]:
+        """Translate mode, greedy: every prompt's continuation to its first newline, in batches sorted
+        by length (lib.translation.translate.complete_lines, the decoder the evaluation uses), each cut
+        at ``stop``: the first line of what ``complete`` gives one prompt at a time, at a fraction of the time."""
+        from mt_assets.lib.translation.translate import complete_lines
+
+        with self._lock:
+            model, tokenizer = self._loaded()
+            budget = self.max_new_tokens or self.tokens_base + self.tokens_per_pair
+            texts = complete_lines(model, tokenizer, prompts, batch_size=self.batch_size, max_new_tokens=budget,
+                                   progress=lambda done, total: None)
+            return [cut_at_stop(text.split("\n", 1)[0], stop) for text in texts]
 
     def _generate(self, prompt: str, add_special_tokens: bool, seed: int, max_new_tokens: int) -> str:
         """The decoded continuation of ``prompt``. A prompt longer than the model's context
