@@ -89,9 +89,9 @@ def test_every_system_is_scored_on_both_test_sets(shared_data, tmp_path, tiny_mo
         for _, rows in translations[translations["test_set"] == name].groupby("system"):
             assert list(rows["pair_id"]) == list(test["pair_id"])
     table = pd.read_parquet(lake / "bleu_table.parquet")
-    systems = ["A", "A_fewshot", "B", "C", "D"]
+    systems = ["A", "A_fewshot", "B", "C", "D", "E"]
     assert list(zip(table["test_set"], table["system"])) == [(t, s) for t in ("test_A", "tatoeba") for s in systems]
-    assert list(table["segments"]) == [len(test_a)] * 5 + [len(ood)] * 5
+    assert list(table["segments"]) == [len(test_a)] * 6 + [len(ood)] * 6
     assert table.loc[table["system"] != "A", "bleu_p_vs_A"].notna().all()
     metadata = result.asset_materializations_for_node("bleu_table")[0].metadata
     assert {f"bleu/{s}" for s in systems} | {f"bleu/tatoeba/{s}" for s in systems} <= set(metadata)
