@@ -79,5 +79,5 @@ def test_profile_mistakes_name_file_and_setting(tmp_path, text, message):
 
 
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(ProfileError, match=r"unknown profile 'papr'.*\['demo', 'paper', 'quality', 'tiny'\]"):
+    with pytest.raises(ProfileError, match=r"unknown profile 'papr'.*\['demo', 'paper', 'quality', 'quality-gemma', 'tiny'\]"):
         load_profile("papr")
