@@ -142,6 +142,7 @@ def teacher_rows(lake: Path, work: Path, teacher: str, systems: tuple[str, ...])
 
     table = pd.read_parquet(lake / "bleu_table.parquet")
     decoding = latest_metadata(work, "translations").get("decoding", {})
+    seconds = {system: round(train_seconds(work, system), 1) for system in systems}  # one instance read each
     rows = []
     for record in table[table["system"].isin(systems)].to_dict("records"):
         system, test_set = record["system"], record["test_set"]
@@ -152,7 +153,7 @@ def teacher_rows(lake: Path, work: Path, teacher: str, systems: tuple[str, ...])
             **{k: _number(record[k]) for k in ("bleu", "bleu_ci95", "chrf", "chrf_ci95", "bleu_p_vs_A",
                                                 "bleu_p_vs_B", "chrf_p_vs_A", "chrf_p_vs_B", "off_target_rate")},
             "segments": int(record["segments"]),
-            "train_seconds": round(train_seconds(work, system), 1),
+            "train_seconds": seconds[system],
             "tokens_per_s": _number(speed.get("tokens_per_s")),
             "translations_reused": bool(speed.get("reused", False)),
             "adapter_hash": record.get("adapter_hash", ""),
