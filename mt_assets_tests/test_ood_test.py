@@ -106,7 +106,7 @@ def test_quality_profile_is_gemma_on_multi30k_with_tatoeba_out_of_domain():
     assert profile["base_model"] == demo["base_model"]
     assert (resources["corpus"].format, resources["ood_corpus"].format) == ("moses", "tatoeba")
     assert resources["corpus"].path.endswith("multi30k/train")
-    assert (resources["ood_test"].name, resources["ood_test"].size) == ("tatoeba", 200)
+    assert (resources["ood_test"].name, resources["ood_test"].size) == ("tatoeba", 150)
     assert (resources["experiment"].sample_size, resources["experiment"].test_fraction) == (1000, 0.2)
     assert resources["teacher"].__class__.__name__ == "OracleTeacherCorpus"
     assert (resources["evaluation"].fewshot_k, resources["evaluation"].test_set_name) == (3, "multi30k")
