@@ -70,13 +70,15 @@ def _library_bars_off() -> Iterator[None]:
 
 class ProgressLine:
     """A progress bar on one line: redrawn in place on a terminal; elsewhere (a file, a pipe) at
-    most one line per tenth of the work, so a log keeps 11 lines of a bar at most."""
+    most one line per tenth of the work, so a log keeps 11 lines of a bar at most. A label whose
+    count goes back (the same system on the next test set) starts a new bar."""
 
     def __init__(self, stream: TextIO, tty: bool | None = None):
         self.stream = stream
         self.tty = stream.isatty() if tty is None else tty
         self.shown = False  # a bar is on the terminal's current line
         self.tenths: dict[str, int] = {}
+        self.done: dict[str, int] = {}
 
     def update(self, label: str, done: int, total: int, note: str = "") -> None:
         total = max(total, 1)
@@ -87,6 +89,9 @@ class ProgressLine:
             self.stream.write(f"\r\x1b[K{line}")
             self.shown = True
         else:
+            if done < self.done.get(label, 0):  # a new bar under the same label
+                self.tenths.pop(label, None)
+            self.done[label] = done
             tenth = 10 * done // total
             if tenth <= self.tenths.get(label, -1):
                 return

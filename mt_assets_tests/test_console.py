@@ -46,6 +46,11 @@ def test_progress_line_on_a_pipe_prints_at_most_one_line_per_tenth():
     assert lines[-1].startswith("  adapter_B training [####################] 1000/1000 loss 0.001")
     assert "100/1000" in lines[1] and "[##" in lines[1]  # the first tenth done: two of twenty marks
 
+    for done in range(1, 151):  # the same label again (system A on a second test set): a bar of its own
+        bar.update("adapter_B training", done, 150)
+    again = stream.getvalue().splitlines()[len(lines):]
+    assert 1 < len(again) <= 11 and again[-1].startswith("  adapter_B training [####################] 150/150")
+
     terminal = io.StringIO()
     bar = ProgressLine(terminal, tty=True)
     for done in range(1, 1001):
