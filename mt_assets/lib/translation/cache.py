@@ -7,7 +7,7 @@ the few-shot examples, the languages, the decoding settings, and FORMAT (raised 
 changes what a translation is). One JSON file per key holds the hypotheses and the statistics of
 the run that made them (sentences, tokens generated, seconds), so a reused system still reports
 its speed. Writes are atomic (a temporary file renamed into place), so concurrent runs never read
-half a file; an unreadable or mismatched entry is not used, and `skipped` counts it.
+half a file and a failed write leaves the previous entry; an unreadable or mismatched entry is not used, and `skipped` counts it.
 """
 
 from __future__ import annotations
@@ -61,9 +61,13 @@ class TranslationCache:
     def put(self, key: str, hypotheses: list[str], stats: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{key[:12]}-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump({"hypotheses": hypotheses, "stats": stats}, handle, ensure_ascii=False)
-        os.replace(tmp, self._path(key))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"hypotheses": hypotheses, "stats": stats}, handle, ensure_ascii=False)
+            os.replace(tmp, self._path(key))
+        except BaseException:  # a failed write (a full disk, an interrupt) leaves the old entry and no stray file
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def counts(self) -> dict[str, int]:
         return {"reused": self.hits, "translated": self.misses, "unusable_entries": self.skipped}
