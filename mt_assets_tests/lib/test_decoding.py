@@ -111,6 +111,28 @@ class ScriptedLM(torch.nn.Module):
         return type("Out", (), {"logits": logits})
 
 
+def test_the_lm_head_of_a_frozen_model_reads_a_contiguous_input(lm, sources):
+    """PEFT freezes the base model; for a frozen head, PyTorch's CPU matmul copies the head's weight
+    once per row when its input is strided (the prefill's last position): the decoder hands it a
+    contiguous one, and leaves the model without its hook afterwards."""
+    tokenizer, _, model = lm
+    head = model.get_output_embeddings()
+    assert not head.weight.requires_grad  # frozen, as PEFT leaves a base model
+    prompts = [tokenizer(build_prompt(s, "de", "fr"))["input_ids"] for s in sources[:8]]
+    assert len({len(p) for p in prompts}) > 1  # left padding: the prefill has several positions a row
+    stop = newline_stop_rule(tokenizer, head.weight.shape[0], DEVICE)
+    seen: list[tuple[tuple[int, ...], bool]] = []
+    probe = head.register_forward_hook(lambda _m, args, _out: seen.append((tuple(args[0].shape), args[0].is_contiguous())))
+    try:
+        before = dict(head._forward_pre_hooks)
+        greedy_decode(model, prompts, stop, pad_id=tokenizer.pad_token_id, max_new_tokens=4)
+        assert dict(head._forward_pre_hooks) == before
+    finally:
+        probe.remove()
+    assert seen[0][0] == (8, 1, head.weight.shape[1])  # the prefill: the last position of 8 rows
+    assert all(contiguous for _, contiguous in seen), seen
+
+
 def test_rows_stop_at_eos_or_a_newline_after_text_not_before(lm):
     tokenizer = lm[0]
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
