@@ -249,8 +249,8 @@ def _chart(rows: list[dict], path: Path) -> None:
     from mt_assets.lib.scoring.charts import bleu_bars
 
     table = pd.DataFrame(rows)
-    path.write_bytes(bleu_bars(table, f"Quality benchmark: {table['system'].nunique()} systems, "
-                                      f"{int(table['segments'].max())} test pairs per set"))
+    sizes = ", ".join(f"{name} {int(n)}" for name, n in table.groupby("test_set", sort=False)["segments"].max().items())
+    path.write_bytes(bleu_bars(table, f"Quality benchmark: {table['system'].nunique()} systems; test pairs: {sizes}"))
 
 
 if __name__ == "__main__":

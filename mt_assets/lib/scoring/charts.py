@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-COLORS = {"A": "#9e9e9e", "A_fewshot": "#616161", "B": "#1f77b4", "C": "#ff7f0e", "D": "#2ca02c"}
+COLORS = {"A": "#9e9e9e", "A_fewshot": "#616161", "B": "#1f77b4", "C": "#ff7f0e", "D": "#2ca02c", "E": "#9467bd"}
+"""By system; a system named after one with a suffix (C_oracle, D_gemma) takes its color."""
 
 
 def _png(figure) -> bytes:
@@ -25,18 +26,23 @@ def bleu_bars(table: pd.DataFrame, title: str) -> bytes:
     """Bar chart of BLEU and chrF per system, with 95% bootstrap CI error bars: one row of two panels
     per test set (column ``test_set``; a table without it is one test set, test_A)."""
     sets = list(dict.fromkeys(table["test_set"])) if "test_set" in table else ["test_A"]
-    figure, axes = plt.subplots(len(sets), 2, figsize=(9, 3.6 * len(sets)), squeeze=False)
+    figure, axes = plt.subplots(len(sets), 2, figsize=(9, 4 * len(sets)), squeeze=False)
     for row, name in zip(axes, sets):
         scores = table[table["test_set"] == name] if "test_set" in table else table
         for axis, metric, label in ((row[0], "bleu", "BLEU"), (row[1], "chrf", "chrF")):
-            colors = [COLORS.get(s, "#8c564b") for s in scores["system"]]
+            colors = [COLORS.get(s, COLORS.get(s.split("_")[0], "#8c564b")) for s in scores["system"]]
             bars = axis.bar(scores["system"], scores[metric], yerr=scores[f"{metric}_ci95"], capsize=6, color=colors)
+            if max(len(s) for s in scores["system"]) > 4:  # long names (A_fewshot, C_oracle) would overlap
+                axis.tick_params(axis="x", labelrotation=30)
+                for tick in axis.get_xticklabels():
+                    tick.set_horizontalalignment("right")
             axis.bar_label(bars, labels=[f"{v:.1f}" for v in scores[metric]], padding=3)
             axis.set_ylabel(label)
             axis.set_ylim(0, max(5.0, float((scores[metric] + scores[f"{metric}_ci95"].fillna(0)).max()) * 1.25))
             axis.set_title(f"{label} on {name} (95% CI)")
             axis.grid(axis="y", alpha=0.3)
-    figure.suptitle(title, y=1.03 if len(sets) == 1 else 1.01)
+    figure.subplots_adjust(hspace=0.6)  # room for rotated system names above the next row's titles
+    figure.suptitle(title, y=1.03 if len(sets) == 1 else 0.97)
     return _png(figure)
 
 
