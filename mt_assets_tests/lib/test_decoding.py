@@ -111,21 +111,23 @@ class ScriptedLM(torch.nn.Module):
         return type("Out", (), {"logits": logits})
 
 
-def test_the_lm_head_of_a_frozen_model_reads_a_contiguous_input(lm, sources):
+@pytest.mark.parametrize("decoder", ["fast", "generate"])
+def test_the_lm_head_of_a_frozen_model_reads_a_contiguous_input(lm, sources, decoder):
     """PEFT freezes the base model; for a frozen head, PyTorch's CPU matmul copies the head's weight
-    once per row when its input is strided (the prefill's last position): the decoder hands it a
-    contiguous one, and leaves the model without its hook afterwards."""
+    once per row when its input is strided (the prefill's last position): both decoders hand it a
+    contiguous one, and leave the model without their hook afterwards."""
+    from mt_assets.lib.translation.translate import complete_lines
+
     tokenizer, _, model = lm
     head = model.get_output_embeddings()
     assert not head.weight.requires_grad  # frozen, as PEFT leaves a base model
-    prompts = [tokenizer(build_prompt(s, "de", "fr"))["input_ids"] for s in sources[:8]]
-    assert len({len(p) for p in prompts}) > 1  # left padding: the prefill has several positions a row
-    stop = newline_stop_rule(tokenizer, head.weight.shape[0], DEVICE)
+    prompts = [build_prompt(s, "de", "fr") for s in sources[:8]]
+    assert len({len(tokenizer(p)["input_ids"]) for p in prompts}) > 1  # the prefill has several positions a row
     seen: list[tuple[tuple[int, ...], bool]] = []
     probe = head.register_forward_hook(lambda _m, args, _out: seen.append((tuple(args[0].shape), args[0].is_contiguous())))
     try:
         before = dict(head._forward_pre_hooks)
-        greedy_decode(model, prompts, stop, pad_id=tokenizer.pad_token_id, max_new_tokens=4)
+        complete_lines(model, tokenizer, prompts, batch_size=8, max_new_tokens=4, decoder=decoder)
         assert dict(head._forward_pre_hooks) == before
     finally:
         probe.remove()

@@ -7,7 +7,8 @@ the few-shot examples, the languages, the decoding settings, and FORMAT (raised 
 changes what a translation is). One JSON file per key holds the hypotheses and the statistics of
 the run that made them (sentences, tokens generated, seconds), so a reused system still reports
 its speed. Writes are atomic (a temporary file renamed into place), so concurrent runs never read
-half a file and a failed write leaves the previous entry; an unreadable or mismatched entry is not used, and `skipped` counts it.
+half a file and a failed write leaves the previous entry; an unreadable or mismatched entry is not
+used, and `skipped` counts it.
 """
 
 from __future__ import annotations

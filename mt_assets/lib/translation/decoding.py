@@ -7,7 +7,8 @@ left-padded prompts (positions count real tokens only, as in `generate`). What i
   concatenates, copying the whole cache at every step);
 - a row stops as soon as its stop rule fires (a table lookup per token, where `stop_strings`
   decodes text at every step), and finished rows leave the batch, so they cost nothing after;
-- the LM head runs on the last position only, on a contiguous copy of it: transformers slices
+- the LM head runs on the last position only, on a contiguous copy of it (`contiguous_head_input`,
+  which lib.translation.translate.complete_lines puts around both decoders): transformers slices
   that position out as a strided view, and for a strided 3-D input PyTorch's CPU matmul (2.13)
   does not fold into one matrix product when the head's weight is frozen (PEFT freezes the base
   model): it multiplies batch by batch over the weight expanded per row, copying the whole head
@@ -155,6 +156,7 @@ def contiguous_head_input(model) -> Iterator[None]:
         hook.remove()
 
 
+@torch.inference_mode()
 def greedy_decode(model, prompts: Sequence[Sequence[int]], stop: StopRule, *, pad_id: int, max_new_tokens: int,
                   compact_fraction: float = 0.25) -> list[list[int]]:
     """Greedy continuations of tokenized prompts, decoded together as one batch.
@@ -165,13 +167,6 @@ def greedy_decode(model, prompts: Sequence[Sequence[int]], stop: StopRule, *, pa
     """
     if not prompts:
         return []
-    with contiguous_head_input(model):
-        return _greedy_decode(model, prompts, stop, pad_id, max_new_tokens, compact_fraction)
-
-
-@torch.inference_mode()
-def _greedy_decode(model, prompts: Sequence[Sequence[int]], stop: StopRule, pad_id: int, max_new_tokens: int,
-                   compact_fraction: float) -> list[list[int]]:
     device = next(model.parameters()).device
     input_ids, prompt_mask = left_pad(prompts, pad_id, device)
     rows, width = input_ids.shape
