@@ -89,6 +89,7 @@ class Config:
     translate_budget: int | None = None
     translate_dtype: str | None = None  # weights for translation (None: as dtype)
     memory_limit_gib: float | None = None
+    head_cast: str = "once"         # compact loss: once (the project's), per-call (before 2026-12-07)
     notes: str = ""
 
 
@@ -101,6 +102,11 @@ def configs(device: str, bf16: bool, arch: str = "gpt-neo") -> dict[str, Config]
             "bf16": Config("bf16", "fp32", "bf16", "fast", token_budget=512, decoder="fast", translate_budget=2048,
                            translate_dtype="bf16",
                            notes="as fp32, training under bf16 autocast, translation with bf16 weights"),
+            "bf16-per-call": Config("bf16-per-call", "fp32", "bf16", "fast", token_budget=512, decoder="fast",
+                                    translate_budget=2048, translate_dtype="bf16", head_cast="per-call",
+                                    notes="as bf16, with the compact loss as it ran before 2026-12-07: hidden states "
+                                          "from the model's forward (its LM head on the last position) and the "
+                                          "frozen head cast to bf16 at each call"),
         }
     if device == "cpu":
         return {
@@ -342,6 +348,23 @@ def cpu_autocast(recipe, device: str):
         return dataclasses.replace(recipe, mixed_precision="no"), torch.autocast("cpu", dtype=torch.bfloat16)
 
 
+@contextlib.contextmanager
+def head_cast_per_call(config: Config):
+    """For `head_cast="per-call"`: the trainer's compact loss without its decoder shortcut and its
+    once-cast frozen head, which is how it ran before (the same loss, more work)."""
+    from mt_assets.lib.lora import trainer
+
+    if config.head_cast != "per-call":
+        yield
+        return
+    saved = trainer.decoder_of, trainer.loss_head
+    trainer.decoder_of, trainer.loss_head = (lambda model: None), (lambda head, *_: head)
+    try:
+        yield
+    finally:
+        trainer.decoder_of, trainer.loss_head = saved
+
+
 def measure_training(config: Config, factory: ModelFactory, table, args, work: Path) -> dict:
     from mt_assets.lib.lora.recipe import LoraRecipe
     from mt_assets.lib.lora.train_loop import train_adapter
@@ -358,7 +381,8 @@ def measure_training(config: Config, factory: ModelFactory, table, args, work: P
     if args.profile and config.name not in args.profiled:  # its last warm-up step, in the first round
         args.profiled.append(config.name)
         callbacks.insert(0, profile_callback(args.warmup_steps, config.name, args.profile))
-    with tempfile.TemporaryDirectory(dir=work) as out, PeakMemory(args.device) as memory, autocast:
+    with tempfile.TemporaryDirectory(dir=work) as out, PeakMemory(args.device) as memory, autocast, \
+            head_cast_per_call(config):
         model = factory(config.dtype)
         result = train_adapter(model, factory.tokenizer, table, recipe, Path(out), callbacks=callbacks)
         del model

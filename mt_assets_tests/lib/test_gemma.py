@@ -155,6 +155,22 @@ def test_compact_loss_trains_as_the_models_loss_with_softcapping(demo, tmp_path)
     assert losses["compact"] == pytest.approx(losses["fused"], rel=1e-5)
 
 
+def test_compact_loss_in_bf16_mixed_precision_trains_as_the_fused_loss(demo, tmp_path):
+    """Under bf16 autocast the compact loss runs on the decoder's output with the frozen head cast once;
+    TRL's fused head casts it at each call and sums in another order, so bf16 tolerances apply."""
+    folder = build_tiny_gemma(tmp_path / "model", [*demo["source"], *demo["target"]], softcap=5.0, seed=3)
+    losses = {}
+    for impl in ("compact", "fused"):
+        recipe = LoraRecipe(r=4, alpha=8, max_steps=3, batch_size=4, max_length=128, validation_fraction=0.25,
+                            eval_steps=3, mixed_precision="bf16", logging_steps=1, loss_impl=impl, dropout=0.0)
+        result = train_adapter(loading.load_causal_lm(str(folder), device="cpu", dtype="fp32"),
+                               loading.load_tokenizer(str(folder)), demo.head(16), recipe, tmp_path / impl)
+        losses[impl] = np.concatenate([result.log["train_loss"].dropna(), result.log["eval_loss"].dropna()])
+    assert len(losses["compact"]) == 4 and np.isfinite(losses["compact"]).all()
+    assert losses["compact"][0] != losses["compact"][2]  # it trained
+    assert losses["compact"] == pytest.approx(losses["fused"], rel=2e-2)
+
+
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_bf16_mixed_precision_trains_on_cpu_and_is_recorded(tiny_gemma, demo, tmp_path, dtype):
     """bf16 autocast on the CPU (what `mixed_precision: auto` picks on AMX or AVX512-BF16 CPUs), over

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mt_assets.lib.lora.trainer import completion_loss, resolve_loss_impl
+from mt_assets.lib.lora.trainer import FrozenHead, completion_loss, decoder_of, loss_head, resolve_loss_impl
 from mt_assets.lib.lora.recipe import LoraRecipe
 from mt_assets.lib.lora.train_loop import to_prompt_completion, train_adapter
 from mt_assets_tests.lib.conftest import DEVICE, DTYPE, demo_pairs
@@ -100,6 +100,51 @@ def test_completion_loss_matches_the_full_logits_loss_and_trl_fused_head(small_l
                 assert (grads[key].float() - grad.float()).norm() <= 2e-2 * grad.float().norm(), (name, key)
             else:
                 assert torch.allclose(grads[key], grad, rtol=1e-5, atol=1e-7), (name, key)
+
+
+def test_frozen_head_is_cast_once_and_gives_autocasts_results():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(32, 500, bias=False).requires_grad_(False)
+    rows = torch.randn(7, 32, requires_grad=True)
+    results = {}
+    for name in ("autocast", "frozen"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            module = head if name == "autocast" else loss_head(head, "bf16")
+            logits = module(rows)
+        (grad,) = torch.autograd.grad(logits.float().square().sum(), rows)
+        results[name] = (logits, grad)
+    assert isinstance(module, FrozenHead) and module.weight.dtype == torch.bfloat16
+    assert torch.equal(results["frozen"][0], results["autocast"][0])  # the same cast, the same matmul
+    assert torch.equal(results["frozen"][1], results["autocast"][1])
+    assert loss_head(head, "bf16", module) is module  # cast once, reused while the weight is unchanged
+    with torch.no_grad():
+        head.weight.mul_(2)
+    recast = loss_head(head, "bf16", module)
+    assert recast is not module and torch.equal(recast.weight, head.weight.to(torch.bfloat16))
+
+
+def test_loss_head_leaves_heads_that_autocast_does_not_recast():
+    head = torch.nn.Linear(8, 20).requires_grad_(False)
+    assert loss_head(head, "no") is head  # full precision
+    assert loss_head(head.to(torch.bfloat16), "bf16") is head  # already in that dtype
+    trained = torch.nn.Linear(8, 20)
+    assert loss_head(trained, "bf16") is trained  # its weight needs a gradient
+    wrapped = torch.nn.Sequential(torch.nn.Linear(8, 20).requires_grad_(False))
+    assert loss_head(wrapped, "bf16") is wrapped  # not a plain linear layer (a LoRA-wrapped head, say)
+
+
+def test_decoder_of_gives_the_lm_heads_input(small_lm):
+    from mt_assets.lib.models.loading import load_tokenizer
+
+    model = lora_model(small_lm).eval()
+    ids, mask, _ = training_batch(load_tokenizer(str(small_lm)))
+    decoder = decoder_of(model)
+    assert decoder is not None and decoder is not model.get_base_model()
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
+        hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert torch.equal(hidden, expected)
+    assert decoder_of(decoder) is None  # a bare decoder has no separate one
 
 
 def test_loss_impl_auto_is_compact_on_cpu():
