@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -379,5 +380,21 @@ def main(argv: list[str] | None = None) -> int:
     return args.handler(args)
 
 
+def run(argv: list[str] | None = None) -> None:
+    """The `mt-assets` command: `main`, then, once PyTorch is loaded, the process ends with main's code
+    after Python's exit handlers, skipping the interpreter's teardown, where PyTorch's C++ destructors
+    can abort (exit -6, "terminate called without an active exception") after a run that succeeded."""
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse's errors and --help
+        code = stop.code
+    if "torch" not in sys.modules or not isinstance(code, int):
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

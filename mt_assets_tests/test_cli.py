@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -63,6 +65,35 @@ def test_recipe_prints_the_profiles_lora_recipe(profile, capsys):
     assert cli.main(["recipe", "--profile", str(profile)]) == 0
     recipe = json.loads(capsys.readouterr().out)
     assert recipe["r"] == 32 and recipe["epochs"] == 4 and recipe["target_modules"] == "all-linear"
+
+
+TEARDOWN_ABORTS = """
+import atexit, os, sys
+import torch
+from mt_assets.cli import run
+
+class AbortsAtTeardown:  # as PyTorch's C++ destructors can, after the work is done
+    def __del__(self, abort=os.abort):  # bound now: module globals are gone by then
+        abort()
+
+keeper = AbortsAtTeardown()
+atexit.register(print, "exit handlers ran", flush=True)
+run(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("argv, code", [(["recipe"], 0), (["recipe", "--no-such-flag"], 2)])
+def test_the_command_exits_with_mains_code_even_when_teardown_would_abort(profile, argv, code):
+    """`mt-assets` (cli.run) ends the process after main: its output and exit code stand, its exit handlers
+    run, and an abort in the interpreter's teardown (what exit -6 after a successful run was) never comes."""
+    done = subprocess.run([sys.executable, "-c", TEARDOWN_ABORTS, *argv, "--profile", str(profile)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == code, done.stderr[-2000:]
+    assert done.stdout.rstrip().endswith("exit handlers ran")
+    if code == 0:
+        assert json.loads(done.stdout.rsplit("exit handlers ran", 1)[0])["r"] == 32  # the recipe, all of it
+    else:
+        assert "unrecognized arguments: --no-such-flag" in done.stderr
 
 
 def test_materialize_exits_nonzero_when_a_check_of_severity_error_fails(tmp_path, untrained_tiny_model,
