@@ -381,14 +381,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(argv: list[str] | None = None) -> None:
-    """The `mt-assets` command: `main`, then, once PyTorch is loaded, the process ends with main's code
-    after Python's exit handlers, skipping the interpreter's teardown, where PyTorch's C++ destructors
-    can abort (exit -6, "terminate called without an active exception") after a run that succeeded."""
+    """The `mt-assets` command: `main`, then the process ends with main's code after Python's exit
+    handlers, skipping the interpreter's teardown, where PyTorch's C++ destructors can abort
+    (exit -6, "terminate called without an active exception") after a run that succeeded."""
     try:
         code = main(argv)
     except SystemExit as stop:  # argparse's errors and --help
         code = stop.code
-    if "torch" not in sys.modules or not isinstance(code, int):
+    if not isinstance(code, int):  # None or a message: Python's own exit prints and maps it
         raise SystemExit(code)
     atexit._run_exitfuncs()
     sys.stdout.flush()
